@@ -1,0 +1,294 @@
+"""The runtime catalog: the one place that knows each runtime sandcheck can check.
+
+For every runtime it holds what containerd needs to register the handler, what the
+node must have installed, what a RuntimeClass for it looks like, and the isolation
+profile a pod of that runtime is expected to show. Users add or override runtimes
+from a TOML file (``--catalog FILE``) without editing code.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import tomlkit
+
+from clusters.errors import UserError
+
+DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+
+# Outcome classes of a probed syscall (see fixtures/probe/probe.c):
+#   ok          the call succeeded
+#   denied      EPERM/EACCES: a filter or a missing capability stopped it
+#   unsupported ENOSYS/EOPNOTSUPP/ENODEV: the kernel the workload talks to lacks it
+#   reached     another errno (EINVAL, EFAULT, ...): the call reached an implementation
+OUTCOMES = ("ok", "denied", "unsupported", "reached")
+BLOCKED = frozenset({"denied", "unsupported"})
+
+
+@dataclass(frozen=True)
+class Isolation:
+    """What a workload inside a pod of this runtime is expected to observe."""
+
+    own_kernel: bool | None
+    """True: a kernel distinct from the node's (gVisor's Sentry, a Kata VM)."""
+    dmesg_marker: str | None = None
+    """Regex that the first kernel log lines must match (gVisor's boot banner)."""
+    syscalls: dict[str, frozenset[str]] = field(default_factory=dict)
+    """Syscall name -> outcome classes that conform. Absent names are recorded only."""
+
+
+@dataclass(frozen=True)
+class Runtime:
+    name: str
+    handler: str
+    runtime_class: str
+    runtime_type: str
+    description: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+    """The handler's ``options`` table. ``{config_dir}`` in a string value is replaced by
+    the directory the containerd config lives in (runsc's ConfigPath)."""
+    handler_settings: dict[str, Any] = field(default_factory=dict)
+    """Extra keys of the handler table (pod_annotations, privileged_without_host_devices)."""
+    binaries: tuple[str, ...] = ()
+    """Executables the node needs on containerd's PATH."""
+    config_files: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Files written next to config.toml (runsc.toml), as TOML tables."""
+    overhead: dict[str, str] | None = None
+    """RuntimeClass overhead.podFixed."""
+    scheduling: dict[str, Any] | None = None
+    """RuntimeClass scheduling (nodeSelector, tolerations)."""
+    isolation: Isolation = field(default_factory=lambda: Isolation(own_kernel=None))
+    unavailable: str | None = None
+    """Why this runtime cannot be provisioned by sandcheck, if it cannot."""
+
+    def containerd_options(self, config_dir: str) -> dict[str, Any]:
+        return {k: _fill(v, config_dir) for k, v in self.options.items()}
+
+
+def _fill(value: Any, config_dir: str) -> Any:
+    if isinstance(value, str):
+        return value.replace("{config_dir}", config_dir.rstrip("/"))
+    return value
+
+
+# Under the RuntimeDefault seccomp profile and the default capability set, runc and crun
+# refuse these with EPERM (seccomp or missing CAP_SYS_ADMIN/CAP_SYS_MODULE/...).
+_NATIVE_DENIED = (
+    "keyctl", "add_key", "bpf", "perf_event_open", "init_module", "kexec_load",
+    "userfaultfd", "unshare_user", "mount", "reboot", "syslog", "open_by_handle_at",
+)
+_NATIVE_SYSCALLS = {name: frozenset({"denied"}) for name in _NATIVE_DENIED}
+# ptrace of one's own child is allowed by the default profile on kernels >= 4.8.
+_NATIVE_SYSCALLS["ptrace_attach"] = frozenset({"ok"})
+
+# gVisor answers every syscall in its Sentry; host-kernel facilities never reach the host.
+_GVISOR_SYSCALLS = {
+    name: BLOCKED
+    for name in (
+        "init_module", "kexec_load", "open_by_handle_at", "bpf", "perf_event_open",
+        "userfaultfd", "io_uring_setup", "mount", "reboot",
+    )
+}
+# The Sentry emulates the kernel log: syslog() succeeds and returns gVisor's own lines.
+_GVISOR_SYSCALLS["syslog"] = frozenset({"ok"})
+
+_VM_SYSCALLS: dict[str, frozenset[str]] = {}
+
+BUILTIN: dict[str, Runtime] = {
+    r.name: r
+    for r in (
+        Runtime(
+            name="runc",
+            handler="runc",
+            runtime_class="runc",
+            runtime_type="io.containerd.runc.v2",
+            description="OCI reference runtime; namespaces and cgroups on the node's kernel",
+            options={"BinaryName": "runc"},
+            binaries=("runc", "containerd-shim-runc-v2"),
+            isolation=Isolation(own_kernel=False, syscalls=_NATIVE_SYSCALLS),
+        ),
+        Runtime(
+            name="crun",
+            handler="crun",
+            runtime_class="crun",
+            runtime_type="io.containerd.runc.v2",
+            description="OCI runtime in C, driven through the runc v2 shim",
+            options={"BinaryName": "crun"},
+            binaries=("crun", "containerd-shim-runc-v2"),
+            isolation=Isolation(own_kernel=False, syscalls=_NATIVE_SYSCALLS),
+        ),
+        Runtime(
+            name="youki",
+            handler="youki",
+            runtime_class="youki",
+            runtime_type="io.containerd.runc.v2",
+            description="OCI runtime in Rust, driven through the runc v2 shim",
+            options={"BinaryName": "youki"},
+            binaries=("youki", "containerd-shim-runc-v2"),
+            isolation=Isolation(own_kernel=False, syscalls=_NATIVE_SYSCALLS),
+            unavailable="youki is not packaged for Debian 12; install it from its "
+            "releases and put it on PATH",
+        ),
+        Runtime(
+            name="runsc",
+            handler="runsc",
+            runtime_class="gvisor",
+            runtime_type="io.containerd.runsc.v1",
+            description="gVisor: an application kernel (the Sentry) in user space",
+            options={
+                "TypeUrl": "io.containerd.runsc.v1.options",
+                "ConfigPath": "{config_dir}/runsc.toml",
+            },
+            binaries=("runsc", "containerd-shim-runsc-v1"),
+            config_files={"runsc.toml": {"runsc_config": {"platform": "systrap"}}},
+            isolation=Isolation(
+                own_kernel=True,
+                dmesg_marker=r"Starting gVisor",
+                syscalls=_GVISOR_SYSCALLS,
+            ),
+        ),
+        Runtime(
+            name="kata",
+            handler="kata-qemu",
+            runtime_class="kata-qemu",
+            runtime_type="io.containerd.kata-qemu.v2",
+            description="Kata Containers: each pod in a lightweight QEMU/KVM virtual machine",
+            options={
+                "ConfigPath": "/opt/kata/share/defaults/kata-containers/configuration-qemu.toml",
+            },
+            handler_settings={
+                "privileged_without_host_devices": True,
+                "pod_annotations": ["io.katacontainers.*"],
+            },
+            binaries=("containerd-shim-kata-qemu-v2", "qemu-system-x86_64"),
+            overhead={"memory": "160Mi", "cpu": "250m"},
+            isolation=Isolation(own_kernel=True, syscalls=_VM_SYSCALLS),
+            unavailable="Kata Containers is not packaged for Debian 12 and its release "
+            "artifacts are not on a package registry; install kata-deploy or the static "
+            "tarball into /opt/kata",
+        ),
+    )
+}
+
+
+class Catalog:
+    """Built-in runtimes plus the user's additions and overrides."""
+
+    def __init__(self, runtimes: dict[str, Runtime]):
+        self.runtimes = dict(runtimes)
+
+    @classmethod
+    def load(cls, extra: Path | None = None) -> Catalog:
+        runtimes = dict(BUILTIN)
+        if extra is not None:
+            runtimes.update(_read_user_catalog(extra, runtimes))
+        return cls(runtimes)
+
+    def names(self) -> list[str]:
+        return list(self.runtimes)
+
+    def get(self, name: str) -> Runtime:
+        try:
+            return self.runtimes[name]
+        except KeyError:
+            raise UserError(
+                f"unknown runtime {name!r}: the catalog knows {', '.join(self.runtimes)}; "
+                "add it to a catalog file passed with --catalog"
+            ) from None
+
+    def select(self, spec: str | list[str] | None, default: str = "runc,crun,runsc") -> list[Runtime]:
+        """Resolve a comma-separated ``--runtimes`` value to catalog entries, in order."""
+        names = spec if isinstance(spec, list) else (spec or default).split(",")
+        names = [n.strip() for n in names if n.strip()]
+        if not names:
+            raise UserError("--runtimes is empty: name at least one runtime, e.g. runc,runsc")
+        seen: dict[str, Runtime] = {}
+        for n in names:
+            seen.setdefault(n, self.get(n))
+        return list(seen.values())
+
+
+_FIELDS = {
+    "handler", "runtime_class", "runtime_type", "description", "options", "handler_settings",
+    "binaries", "config_files", "overhead", "scheduling", "own_kernel", "dmesg_marker",
+    "syscalls", "base",
+}
+
+
+def _read_user_catalog(path: Path, known: dict[str, Runtime]) -> dict[str, Runtime]:
+    """Parse a catalog file: ``[runtimes.NAME]`` tables; ``base = "runc"`` inherits."""
+    try:
+        doc = tomlkit.parse(Path(path).read_text()).unwrap()
+    except FileNotFoundError:
+        raise UserError(f"catalog file {path} does not exist: pass an existing file") from None
+    except Exception as exc:  # tomlkit raises several parse error types
+        raise UserError(f"catalog file {path} is not valid TOML ({exc}): fix the syntax") from None
+    tables = doc.get("runtimes")
+    if not isinstance(tables, dict) or not tables:
+        raise UserError(f"catalog file {path} has no [runtimes.NAME] tables: add at least one")
+    out: dict[str, Runtime] = {}
+    for name, spec in tables.items():
+        where = f"{path}: [runtimes.{name}]"
+        if not isinstance(spec, dict):
+            raise UserError(f"{where} must be a table")
+        unknown = set(spec) - _FIELDS
+        if unknown:
+            raise UserError(
+                f"{where} has unknown keys {sorted(unknown)}: allowed are {sorted(_FIELDS)}"
+            )
+        base_name = spec.get("base", name if name in known else None)
+        if base_name is not None and base_name not in known and base_name not in out:
+            raise UserError(f"{where}: base {base_name!r} is not a known runtime")
+        if base_name is None and ("runtime_type" not in spec or "handler" not in spec):
+            raise UserError(f"{where} is a new runtime: it needs handler and runtime_type")
+        base = (out.get(base_name) or known.get(base_name)) if base_name else None
+        out[name] = _merge(name, base, spec, where)
+    return out
+
+
+def _merge(name: str, base: Runtime | None, spec: dict[str, Any], where: str) -> Runtime:
+    rt = base or Runtime(name=name, handler=spec["handler"], runtime_class=spec["handler"],
+                         runtime_type=spec["runtime_type"])
+    iso = rt.isolation
+    syscalls = dict(iso.syscalls)
+    for sc, outcomes in (spec.get("syscalls") or {}).items():
+        outcomes = [outcomes] if isinstance(outcomes, str) else list(outcomes)
+        bad = [o for o in outcomes if o not in OUTCOMES]
+        if bad:
+            raise UserError(f"{where}: syscalls.{sc} has {bad}; outcomes are {OUTCOMES}")
+        syscalls[sc] = frozenset(outcomes)
+    iso = replace(
+        iso,
+        own_kernel=spec.get("own_kernel", iso.own_kernel),
+        dmesg_marker=spec.get("dmesg_marker", iso.dmesg_marker),
+        syscalls=syscalls,
+    )
+    options = copy.deepcopy(rt.options)
+    options.update(spec.get("options") or {})
+    merged = replace(
+        rt,
+        name=name,
+        handler=spec.get("handler", rt.handler),
+        runtime_class=spec.get("runtime_class", spec.get("handler", rt.runtime_class)),
+        runtime_type=spec.get("runtime_type", rt.runtime_type),
+        description=spec.get("description", rt.description),
+        options=options,
+        handler_settings={**rt.handler_settings, **(spec.get("handler_settings") or {})},
+        binaries=tuple(spec.get("binaries", rt.binaries)),
+        config_files={**rt.config_files, **(spec.get("config_files") or {})},
+        overhead=spec.get("overhead", rt.overhead),
+        scheduling=spec.get("scheduling", rt.scheduling),
+        isolation=iso,
+        unavailable=None if base is None or "binaries" in spec else rt.unavailable,
+    )
+    for label, value in (("handler", merged.handler), ("runtime_class", merged.runtime_class)):
+        if not DNS1123_LABEL.match(value) or len(value) > 63:
+            raise UserError(
+                f"{where}: {label} {value!r} is not a DNS-1123 label: use lower-case "
+                "letters, digits and '-', at most 63 characters"
+            )
+    return merged

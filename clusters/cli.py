@@ -1,0 +1,237 @@
+"""The ``sandcheck`` command: configure containerd, print RuntimeClasses, provision, clean up.
+
+Every error a user can cause ends in exit status 2 and one line that says what is wrong
+and what to do; nothing the user gave is modified on error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import tomlkit
+
+from clusters import containerd_config as cc
+from clusters.catalog import Catalog
+from clusters.errors import ComponentError, UserError
+
+
+def _catalog(args) -> Catalog:
+    return Catalog.load(Path(args.catalog) if args.catalog else None)
+
+
+def _atomic_write(path: Path, text: str, backup: bool) -> Path | None:
+    """Write via a temp file in the same directory and rename; keep a backup first."""
+    saved = None
+    if backup and path.exists():
+        stamp = datetime.datetime.now().strftime("%Y%m%d%H%M%S")
+        saved = path.with_name(f"{path.name}.sandcheck-{stamp}.bak")
+        saved.write_bytes(path.read_bytes())
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if path.exists():
+            st = path.stat()
+            os.chmod(tmp, st.st_mode & 0o7777)
+            os.chown(tmp, st.st_uid, st.st_gid)
+        else:
+            os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return saved
+
+
+def cmd_containerd_config(args) -> int:
+    catalog = _catalog(args)
+    runtimes = catalog.select(args.runtimes)
+    if args.in_place and not args.path:
+        raise UserError("--in-place needs a PATH to a config.toml")
+    if args.in_place and args.output:
+        raise UserError("give either --in-place or -o FILE, not both")
+    schema = args.schema
+    if args.path:
+        path = Path(args.path)
+        try:
+            original = path.read_text()
+        except FileNotFoundError:
+            raise UserError(f"{path} does not exist: give an existing config.toml, or omit "
+                            "PATH to start from containerd's defaults") from None
+        except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+            raise UserError(f"{path} cannot be read as text ({exc}): give a config.toml") from None
+        doc = cc.parse(original, str(path))
+        cc.schema_of(doc, str(path))
+        if not doc.keys() and schema is None:
+            # An empty file says nothing about its containerd: treat it as a new one.
+            schema = cc.schema_for_containerd(args.containerd) or 2
+    else:
+        path, original = None, None
+        if schema is None:
+            schema = cc.schema_for_containerd(args.containerd) or 2
+        doc = cc.default_document(schema, args.containerd)
+    dest = path if args.in_place else (Path(args.output) if args.output else None)
+    config_dir = args.config_dir or str((dest or Path("/etc/containerd/config.toml")).resolve()
+                                        .parent)
+    report = cc.patch(doc, runtimes, config_dir, schema=schema, default_runtime=args.set_default)
+    text = tomlkit.dumps(doc)
+    for line in report.lines():
+        print(f"sandcheck: {line}", file=sys.stderr)
+    if args.verify:
+        from clusters.containerd import verify
+        result = verify(doc, runtimes, config_dir, containerd=args.containerd, origin=path)
+        for line in result.lines:
+            print(f"verify: {line}", file=sys.stderr)
+        if not result.ok:
+            print("sandcheck: verification failed; nothing was written", file=sys.stderr)
+            return 1
+    if dest is None:
+        sys.stdout.write(text)
+        for name in report.files:
+            print(f"sandcheck: the config names {Path(config_dir) / name}; write it with "
+                  "-o FILE or --in-place, or create it yourself", file=sys.stderr)
+        return 0
+    if dest.exists() and dest.read_text() == text:
+        print(f"sandcheck: {dest} already up to date", file=sys.stderr)
+    else:
+        saved = _atomic_write(dest, text, backup=args.in_place)
+        print(f"sandcheck: wrote {dest}" + (f" (backup {saved})" if saved else ""),
+              file=sys.stderr)
+    for name, content in report.files.items():
+        target = Path(config_dir) / name
+        if not (target.exists() and target.read_text() == content):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _atomic_write(target, content, backup=True)
+            print(f"sandcheck: wrote {target}", file=sys.stderr)
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from clusters.containerd import verify
+    path = Path(args.path)
+    if not path.is_file():
+        raise UserError(f"{path} is not a file: give the config.toml to verify")
+    doc = cc.parse(path.read_text(), str(path))
+    runtimes = _catalog(args).select(args.runtimes)
+    result = verify(doc, runtimes, str(path.resolve().parent), containerd=args.containerd,
+                    origin=path)
+    for line in result.lines:
+        print(line)
+    return 0 if result.ok else 1
+
+
+def cmd_runtimeclasses(args) -> int:
+    from clusters.runtimeclass import manifests
+    sys.stdout.write(manifests(_catalog(args).select(args.runtimes)))
+    return 0
+
+
+def cmd_catalog(args) -> int:
+    for rt in _catalog(args).runtimes.values():
+        kernel = {True: "own kernel", False: "node kernel", None: "unknown"}[rt.isolation.own_kernel]
+        note = f"  [unavailable: {rt.unavailable}]" if rt.unavailable else ""
+        print(f"{rt.name:8} handler={rt.handler:10} class={rt.runtime_class:10} "
+              f"type={rt.runtime_type:28} {kernel}{note}")
+    return 0
+
+
+def cmd_provision(args) -> int:
+    from clusters import provision
+    names = [r.name for r in _catalog(args).select(args.runtimes)]
+    provision.provision(names, kubernetes=args.kubernetes)
+    return 0
+
+
+def cmd_cleanup(args) -> int:
+    from clusters.cleanup import cleanup
+    for line in cleanup(dry_run=args.dry_run):
+        print(line)
+    return 0
+
+
+def cmd_compare(args) -> int:
+    from reports.baseline import compare_files
+    return compare_files(Path(args.old), Path(args.new),
+                         Path(args.tolerances) if args.tolerances else None)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sandcheck", description=__doc__.splitlines()[0])
+    p.add_argument("--catalog", help="TOML file adding or overriding runtimes")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def runtimes_opt(sp, default="runc,crun,runsc"):
+        sp.add_argument("--runtimes", default=default,
+                        help=f"comma-separated catalog names (default {default})")
+
+    c = sub.add_parser("containerd-config", help="add runtime handlers to a containerd config")
+    c.add_argument("path", nargs="?", help="config.toml to read (default: containerd's defaults)")
+    runtimes_opt(c)
+    c.add_argument("--schema", type=int, choices=(1, 2, 3),
+                   help="force the schema (default: the file's version, or the installed "
+                        "containerd's)")
+    c.add_argument("-o", "--output", help="write to FILE instead of stdout")
+    c.add_argument("--in-place", action="store_true", help="rewrite PATH atomically, with a backup")
+    c.add_argument("--verify", action="store_true",
+                   help="start the real containerd on the result and check every handler")
+    c.add_argument("--containerd", default="containerd", help="containerd binary for --verify")
+    c.add_argument("--config-dir", help="directory runtime config files live in on the node")
+    c.add_argument("--set-default", help="also make this handler containerd's default runtime")
+    c.set_defaults(func=cmd_containerd_config)
+
+    v = sub.add_parser("verify", help="check a config.toml against the real containerd")
+    v.add_argument("path")
+    runtimes_opt(v)
+    v.add_argument("--containerd", default="containerd")
+    v.set_defaults(func=cmd_verify)
+
+    r = sub.add_parser("runtimeclasses", help="print RuntimeClass manifests")
+    runtimes_opt(r)
+    r.set_defaults(func=cmd_runtimeclasses)
+
+    sub.add_parser("catalog", help="list the runtimes sandcheck knows").set_defaults(
+        func=cmd_catalog)
+
+    pv = sub.add_parser("provision", help="install containerd, runtimes and tools")
+    runtimes_opt(pv)
+    pv.add_argument("--kubernetes", action="store_true",
+                    help="also build the Kubernetes binaries for the local backend")
+    pv.set_defaults(func=cmd_provision)
+
+    cl = sub.add_parser("cleanup", help="remove what a crashed run left behind")
+    cl.add_argument("--dry-run", action="store_true")
+    cl.set_defaults(func=cmd_cleanup)
+
+    cp = sub.add_parser("compare", help="compare two results.json files")
+    cp.add_argument("old")
+    cp.add_argument("new")
+    cp.add_argument("--tolerances", help="TOML of per-metric tolerances")
+    cp.set_defaults(func=cmd_compare)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as exc:
+        print(f"sandcheck: error: {exc}", file=sys.stderr)
+        return 2
+    except ComponentError as exc:
+        print(f"sandcheck: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("sandcheck: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,237 @@
+"""A private containerd: own root, state, socket and config under a sandcheck work dir.
+
+Never the host's /etc/containerd or /run/containerd. Used by ``verify`` (is each handler
+in containerd's effective CRI config?) and by the node backend (pods over CRI).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import tomlkit
+
+from clusters import containerd_config as cc
+from clusters import hostproc
+from clusters.catalog import Runtime
+from clusters.errors import ComponentError, UserError
+
+START_TIMEOUT = 60.0
+
+
+def find_binary(name: str, hint: str) -> str:
+    exe = shutil.which(name)
+    if exe is None:
+        raise UserError(f"{name} not found on PATH: {hint}")
+    return exe
+
+
+def containerd_version(binary: str) -> str:
+    out = hostproc.run([binary, "--version"], timeout=30).stdout
+    m = re.search(r"\sv?(\d+\.\d+\.\d+\S*)", out)
+    return m.group(1) if m else out.strip()
+
+
+class PrivateContainerd:
+    """Start/stop a containerd whose every path lives under ``workdir``.
+
+    The user's config is copied, never edited: root, state and every listening
+    address are overridden so the copy cannot collide with a containerd already
+    serving the host.
+    """
+
+    def __init__(self, doc: tomlkit.TOMLDocument, workdir: Path, binary: str = "containerd",
+                 config_origin: Path | None = None, extra_path: list[str] | None = None):
+        self.binary = find_binary(binary, "install containerd (apt-get install containerd) "
+                                  "or run `sandcheck provision`")
+        self.workdir = Path(workdir)
+        self.root = self.workdir / "root"
+        self.state = self.workdir / "state"
+        self.socket = self.workdir / "containerd.sock"
+        self.config_path = self.workdir / "config.toml"
+        self.log_path = self.workdir / "containerd.log"
+        self.extra_path = extra_path or []
+        self.doc = _privatized(doc, self, config_origin)
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"unix://{self.socket}"
+
+    def env(self) -> dict[str, str]:
+        """containerd finds shims on its PATH; put sandcheck's tool dirs first."""
+        env = dict(os.environ)
+        env["PATH"] = os.pathsep.join([*self.extra_path, env.get("PATH", "/usr/bin:/bin")])
+        return env
+
+    def start(self, timeout: float = START_TIMEOUT) -> PrivateContainerd:
+        for d in (self.root, self.state):
+            d.mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(tomlkit.dumps(self.doc))
+        log = open(self.log_path, "ab")
+        # A session of its own: Ctrl-C reaches pytest, whose finalizers stop this in order.
+        self.proc = subprocess.Popen(
+            [self.binary, "--config", str(self.config_path), "--root", str(self.root),
+             "--state", str(self.state), "--address", str(self.socket)],
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=self.env(),
+            start_new_session=True,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise ComponentError(
+                    f"containerd ({self.binary}) exited with {self.proc.returncode} on start; "
+                    f"config {self.config_path}; log tail:\n{self.log_tail()}"
+                )
+            if self.socket.exists() and self._cri_ready():
+                return self
+            time.sleep(0.2)
+        self.stop()
+        raise ComponentError(
+            f"containerd did not serve CRI within {timeout:.0f}s; log tail:\n{self.log_tail()}"
+        )
+
+    def _cri_ready(self) -> bool:
+        try:
+            self.cri_info()
+            return True
+        except (ComponentError, subprocess.TimeoutExpired):
+            return False
+
+    def crictl(self, *args: str, timeout: float = 120, check: bool = True):
+        crictl = find_binary("crictl", "run `sandcheck provision` (it builds crictl from "
+                             "sigs.k8s.io/cri-tools) and put its bin dir on PATH")
+        argv = [crictl, "--runtime-endpoint", self.endpoint, "--image-endpoint", self.endpoint,
+                "--timeout", f"{int(timeout)}s", *args]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 10,
+                              env=self.env())
+        if check and proc.returncode != 0:
+            raise ComponentError(
+                f"crictl {' '.join(args)} failed ({proc.returncode}): "
+                f"{(proc.stderr or proc.stdout).strip()}"
+            )
+        return proc
+
+    def cri_info(self) -> dict[str, Any]:
+        return json.loads(self.crictl("info", timeout=15).stdout)
+
+    def effective_runtimes(self) -> dict[str, dict[str, Any]]:
+        """Handler -> the runtime config CRI is actually using (from `crictl info`)."""
+        info = self.cri_info()
+        config = info.get("config") or {}
+        runtimes = (config.get("containerd") or {}).get("runtimes") or {}
+        if not runtimes and "runtimes" in config:
+            runtimes = config["runtimes"]
+        return runtimes
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self) -> None:
+        """Stop containerd, then every shim/sandbox it left, then unmount and delete."""
+        if self.proc is not None and self.proc.poll() is None:
+            hostproc.kill_all([self.proc.pid], grace=10)
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        hostproc.kill_all([p for p, _ in hostproc.processes_mentioning(str(self.workdir))])
+        hostproc.remove_tree(self.workdir)
+
+    def __enter__(self) -> PrivateContainerd:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def _privatized(doc: tomlkit.TOMLDocument, daemon: PrivateContainerd,
+                origin: Path | None) -> tomlkit.TOMLDocument:
+    """A copy of ``doc`` whose paths and listeners cannot touch the host's containerd."""
+    copy = tomlkit.parse(tomlkit.dumps(doc))
+    for key in ("root", "state"):
+        copy.pop(key, None)
+    for section in ("grpc", "ttrpc", "debug", "metrics"):
+        table = copy.get(section)
+        if table is not None and "address" in table:
+            table["address"] = str(daemon.socket) if section == "grpc" else ""
+    if "debug" in copy and copy["debug"].get("address") == "":
+        del copy["debug"]["address"]
+    imports = copy.get("imports")
+    if imports is not None and origin is not None:
+        base = Path(origin).resolve().parent
+        copy["imports"] = [str(base / p) if not os.path.isabs(p) else p for p in imports]
+    cri = copy.get("plugins", {}).get("io.containerd.grpc.v1.cri")
+    if cri is not None:
+        cri["stream_server_address"] = "127.0.0.1"
+        cri["stream_server_port"] = "0"
+    return copy
+
+
+@dataclass
+class VerifyResult:
+    containerd: str
+    schema: int
+    lines: list[str]
+    ok: bool
+
+
+def verify(doc: tomlkit.TOMLDocument, runtimes: list[Runtime], config_dir: str,
+           containerd: str = "containerd", origin: Path | None = None) -> VerifyResult:
+    """Start the real containerd on ``doc`` and check that CRI sees each handler."""
+    schema = cc.schema_of(doc)
+    binary = find_binary(containerd, "install containerd or pass --containerd PATH")
+    version = containerd_version(binary)
+    major = int(version.split(".")[0]) if version[:1].isdigit() else 0
+    if schema == 3 and major < 2:
+        raise UserError(
+            f"containerd {version} cannot read a version = 3 config: write the config with "
+            "--schema 2, or verify with a containerd 2.x (--containerd PATH)"
+        )
+    disabled = [str(p) for p in doc.get("disabled_plugins", [])]
+    if any(p in ("cri", "io.containerd.grpc.v1.cri") for p in disabled):
+        raise UserError("the config disables the CRI plugin (disabled_plugins): remove it there")
+    hostproc.WORK_BASE.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="verify-", dir=hostproc.WORK_BASE))
+    lines: list[str] = []
+    ok = True
+    with PrivateContainerd(doc, workdir, binary=binary, config_origin=origin) as daemon:
+        effective = daemon.effective_runtimes()
+    for rt in runtimes:
+        got = effective.get(rt.handler)
+        where = cc.table_name(cc.runtimes_path(schema))
+        if got is None:
+            ok = False
+            present = [s for s in cc.find_handler(doc, rt.handler) if s != schema]
+            hint = (
+                f"it is in [{cc.table_name(cc.runtimes_path(present[0]))}.{rt.handler}], "
+                f"which containerd {version} ignores; it must be in [{where}.{rt.handler}]"
+                if present else f"add it under [{where}.{rt.handler}]"
+            )
+            lines.append(f"FAIL {rt.handler}: not in containerd {version}'s CRI config: {hint}")
+            continue
+        rtype = got.get("runtimeType") or got.get("runtime_type")
+        if rtype != rt.runtime_type:
+            ok = False
+            lines.append(f"FAIL {rt.handler}: runtime_type is {rtype!r}, expected "
+                         f"{rt.runtime_type!r}")
+        else:
+            lines.append(f"ok   {rt.handler}: runtime_type {rtype} (containerd {version})")
+    return VerifyResult(containerd=version, schema=schema, lines=lines, ok=ok)

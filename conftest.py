@@ -1,0 +1,8 @@
+"""Puts the framework (clusters/, fixtures/, reports/) on the path for runs from a checkout."""
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
