@@ -27,6 +27,20 @@ DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 #   reached     another errno (EINVAL, EFAULT, ...): the call reached an implementation
 OUTCOMES = ("ok", "denied", "unsupported", "reached")
 BLOCKED = frozenset({"denied", "unsupported"})
+_DENIED_ERRNOS = {"EPERM", "EACCES"}
+_UNSUPPORTED_ERRNOS = {"ENOSYS", "EOPNOTSUPP", "ENOTSUP", "ENODEV"}
+
+
+def classify(result: dict[str, Any]) -> str:
+    """Outcome class of one probed syscall result ``{"ret": int, "errno": name|None}``."""
+    if result.get("ret", -1) >= 0 and not result.get("errno"):
+        return "ok"
+    err = result.get("errno")
+    if err in _DENIED_ERRNOS:
+        return "denied"
+    if err in _UNSUPPORTED_ERRNOS:
+        return "unsupported"
+    return "reached"
 
 
 @dataclass(frozen=True)

@@ -20,15 +20,15 @@ from typing import Any
 import tomlkit
 
 from clusters import containerd_config as cc
-from clusters import hostproc
+from clusters import hostproc, provision
 from clusters.catalog import Runtime
 from clusters.errors import ComponentError, UserError
 
 START_TIMEOUT = 60.0
 
 
-def find_binary(name: str, hint: str) -> str:
-    exe = shutil.which(name)
+def find_binary(name: str, hint: str, path: str | None = None) -> str:
+    exe = shutil.which(name, path=path)
     if exe is None:
         raise UserError(f"{name} not found on PATH: {hint}")
     return exe
@@ -50,15 +50,15 @@ class PrivateContainerd:
 
     def __init__(self, doc: tomlkit.TOMLDocument, workdir: Path, binary: str = "containerd",
                  config_origin: Path | None = None, extra_path: list[str] | None = None):
+        self.extra_path = [*(extra_path or []), str(provision.path_dir())]
         self.binary = find_binary(binary, "install containerd (apt-get install containerd) "
-                                  "or run `sandcheck provision`")
+                                  "or run `sandcheck provision`", path=self.env()["PATH"])
         self.workdir = Path(workdir)
         self.root = self.workdir / "root"
         self.state = self.workdir / "state"
         self.socket = self.workdir / "containerd.sock"
         self.config_path = self.workdir / "config.toml"
         self.log_path = self.workdir / "containerd.log"
-        self.extra_path = extra_path or []
         self.doc = _privatized(doc, self, config_origin)
         self.proc: subprocess.Popen | None = None
 
@@ -109,9 +109,13 @@ class PrivateContainerd:
 
     def crictl(self, *args: str, timeout: float = 120, check: bool = True):
         crictl = find_binary("crictl", "run `sandcheck provision` (it builds crictl from "
-                             "sigs.k8s.io/cri-tools) and put its bin dir on PATH")
-        argv = [crictl, "--runtime-endpoint", self.endpoint, "--image-endpoint", self.endpoint,
-                "--timeout", f"{int(timeout)}s", *args]
+                             "sigs.k8s.io/cri-tools)", path=self.env()["PATH"])
+        config = self.workdir / "crictl.yaml"
+        if not config.exists():
+            config.parent.mkdir(parents=True, exist_ok=True)
+            config.write_text(f"runtime-endpoint: {self.endpoint}\nimage-endpoint: "
+                              f"{self.endpoint}\ntimeout: {int(timeout)}\n")
+        argv = [crictl, "--config", str(config), "--timeout", f"{int(timeout)}s", *args]
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout + 10,
                               env=self.env())
         if check and proc.returncode != 0:

@@ -1,0 +1,337 @@
+"""The node backend: no Kubernetes; pods made over CRI with crictl, as kubelet makes them.
+
+A private containerd (config written by the patcher, handlers verified before use),
+CNI bridge networking on a per-run bridge, and the probe image imported offline.
+Every sandbox carries the run label; everything lives under one work dir, so a stop,
+a failure or Ctrl-C leaves nothing behind, and ``sandcheck cleanup`` finds the rest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import tomlkit
+
+from clusters import containerd_config as cc
+from clusters import hostproc, provision
+from clusters.backend import RUN_LABEL, TIMEOUTS, ExecResult, PhaseTimes, PodSpec, unique_name
+from clusters.catalog import Runtime
+from clusters.containerd import PrivateContainerd, containerd_version
+from clusters.errors import ComponentError, UserError
+
+CRI_NAMESPACE = "k8s.io"
+POD_NAMESPACE = "sandcheck"
+CNI_BIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
+
+
+def _cni_bin_dir() -> str:
+    for d in CNI_BIN_DIRS:
+        if Path(d, "bridge").exists():
+            return d
+    raise UserError("CNI plugins not found in /usr/lib/cni or /opt/cni/bin: "
+                    "apt-get install containernetworking-plugins (or run `sandcheck provision`)")
+
+
+def bridge_name(run_id: str) -> str:
+    """A per-run bridge (IFNAMSIZ is 16), so parallel runs never share one."""
+    return "sc" + hashlib.sha256(run_id.encode()).hexdigest()[:10]
+
+
+def pod_subnet(run_id: str) -> str:
+    """A /24 on this machine's own bridge; pods talk to nothing beyond it."""
+    octet = int(hashlib.sha256(run_id.encode()).hexdigest()[:4], 16) % 250 + 1
+    return f"10.233.{octet}.0/24"
+
+
+class NodePod:
+    """A pod sandbox with one probe container, driven through crictl."""
+
+    def __init__(self, backend: NodeBackend, spec: PodSpec, name: str):
+        self.backend = backend
+        self.spec = spec
+        self.name = name
+        self.pod_id: str | None = None
+        self.container_id: str | None = None
+        self.timings = PhaseTimes()
+        self.dir = backend.workdir / "pods" / name
+
+    def exec(self, argv: list[str], timeout: float = TIMEOUTS.exec) -> ExecResult:
+        if self.container_id is None:
+            raise ComponentError(f"pod {self.name} has no running container")
+        start = time.monotonic()
+        proc = self.backend.daemon.crictl("exec", "-s", "--timeout", str(int(timeout)),
+                                          self.container_id, *argv, timeout=timeout,
+                                          check=False)
+        seconds = time.monotonic() - start
+        return ExecResult(argv=list(argv), exit_code=proc.returncode, stdout=proc.stdout,
+                          stderr=proc.stderr, seconds=seconds)
+
+    def inspect(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.pod_id:
+            proc = self.backend.daemon.crictl("inspectp", self.pod_id, check=False)
+            out["sandbox"] = _json_or_text(proc.stdout or proc.stderr)
+        if self.container_id:
+            proc = self.backend.daemon.crictl("inspect", self.container_id, check=False)
+            out["container"] = _json_or_text(proc.stdout or proc.stderr)
+        return out
+
+    def diagnostics(self) -> str:
+        parts = [f"pod {self.name} runtime={self.spec.runtime.name} sandbox={self.pod_id} "
+                 f"container={self.container_id}"]
+        for key, value in self.inspect().items():
+            text = json.dumps(value, indent=1)[:3000] if isinstance(value, dict) else value
+            parts.append(f"--- crictl inspect {key}:\n{text}")
+        parts.append(f"--- containerd log tail:\n{self.backend.daemon.log_tail(40)}")
+        return "\n".join(parts)
+
+
+def _json_or_text(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, TypeError):
+        return text
+
+
+class NodeBackend:
+    name = "node"
+    kubernetes = False
+
+    def __init__(self, runtimes: list[Runtime], run_id: str, containerd: str = "containerd",
+                 keep: bool = False):
+        self.runtimes = runtimes
+        self.run_id = run_id
+        self.keep = keep
+        self.workdir = hostproc.WORK_BASE / f"node-{run_id}"
+        self.containerd_binary = containerd
+        self.daemon: PrivateContainerd | None = None
+        self.image = None
+        self.verified: dict[str, Any] = {}
+
+    # -- bring-up -----------------------------------------------------------------------
+
+    def config_document(self) -> tomlkit.TOMLDocument:
+        """containerd config for this run: the catalog's handlers plus private paths."""
+        major = containerd_version(self.containerd_binary).split(".")[0]
+        schema = 3 if major.isdigit() and int(major) >= 2 else 2
+        doc = tomlkit.document()
+        doc["version"] = schema
+        etc = self.workdir / "etc"
+        plugins = doc.setdefault("plugins", tomlkit.table(True))
+        # containerd unpacks "opt" plugins under /opt/containerd unless told otherwise.
+        plugins["io.containerd.internal.v1.opt"] = {"path": str(self.workdir / "opt")}
+        cni = {"bin_dir": _cni_bin_dir(), "conf_dir": str(etc / "cni"), "max_conf_num": 1}
+        # Lowering the sandbox's oom_score_adj needs CAP_SYS_RESOURCE, which root lacks on
+        # some VMs and CI containers; restricting it to containerd's own score always works.
+        runtime_settings = {"restrict_oom_score_adj": True, "cni": cni}
+        if schema == 2:
+            plugins["io.containerd.grpc.v1.cri"] = {
+                **runtime_settings,
+                "sandbox_image": self.image.alias,
+                "netns_mounts_under_state_dir": True,
+                "containerd": {"snapshotter": "overlayfs", "default_runtime_name": "runc"},
+            }
+        else:
+            doc["imports"] = []
+            plugins["io.containerd.cri.v1.images"] = {
+                "snapshotter": "overlayfs", "pinned_images": {"sandbox": self.image.alias}}
+            plugins["io.containerd.cri.v1.runtime"] = {
+                **runtime_settings,
+                "netns_mounts_under": str(self.workdir / "netns"),
+                "containerd": {"default_runtime_name": "runc"},
+            }
+        report = cc.patch(doc, self.runtimes, str(etc), schema=schema)
+        # Private runtime roots: a crash leaves state under the work dir, found by cleanup.
+        for rt in self.runtimes:
+            handler = cc._get(doc, (*cc.runtimes_path(schema), rt.handler))
+            if rt.runtime_type == "io.containerd.runc.v2":
+                handler["options"]["Root"] = str(self.workdir / "runtime" / rt.handler)
+        etc.mkdir(parents=True, exist_ok=True)
+        for fname, text in report.files.items():
+            content = tomlkit.parse(text)
+            if fname == "runsc.toml":
+                content["root"] = str(self.workdir / "runtime" / "runsc")
+            (etc / fname).write_text(tomlkit.dumps(content))
+        return doc
+
+    def _write_cni(self) -> None:
+        conf_dir = self.workdir / "etc" / "cni"
+        conf_dir.mkdir(parents=True, exist_ok=True)
+        conflist = {
+            "cniVersion": "1.0.0",
+            "name": f"sandcheck-{self.run_id}",
+            "plugins": [
+                {"type": "bridge", "bridge": bridge_name(self.run_id), "isGateway": True,
+                 "ipMasq": False, "hairpinMode": True,
+                 "ipam": {"type": "host-local", "ranges": [[{"subnet": pod_subnet(self.run_id)}]],
+                          "dataDir": str(self.workdir / "cni-ipam")}},
+                {"type": "loopback"},
+            ],
+        }
+        (conf_dir / "10-sandcheck.conflist").write_text(json.dumps(conflist, indent=2))
+
+    def start(self) -> None:
+        from fixtures.image import build_probe_image, import_into_containerd
+
+        missing = [f"{rt.name} ({rt.unavailable})" for rt in self.runtimes if rt.unavailable
+                   and not all(provision._which(b) for b in rt.binaries)]
+        if missing:
+            raise UserError("cannot run on this node: " + "; ".join(missing))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.image = build_probe_image(provision.cache_dir() / "probe")
+        self._write_cni()
+        doc = self.config_document()
+        # The containerd's own directory first: its runc shim and ctr are its siblings.
+        extra = [str(Path(self.containerd_binary).parent), str(provision.path_dir())]
+        self.daemon = PrivateContainerd(doc, self.workdir / "containerd",
+                                        binary=self.containerd_binary, extra_path=extra)
+        self.daemon.start(timeout=TIMEOUTS.cluster_start)
+        import_into_containerd(self.image, str(self.daemon.socket), CRI_NAMESPACE,
+                               ctr=self._ctr())
+        effective = self.daemon.effective_runtimes()
+        for rt in self.runtimes:
+            got = effective.get(rt.handler)
+            if got is None:
+                raise ComponentError(f"containerd does not list handler {rt.handler!r} after "
+                                     f"loading {self.daemon.config_path}")
+            self.verified[rt.handler] = got.get("runtimeType")
+
+    def _ctr(self) -> str:
+        sibling = Path(self.containerd_binary).parent / "ctr"
+        return str(sibling) if sibling.exists() else "ctr"
+
+    def environment(self) -> dict[str, Any]:
+        return {
+            "backend": self.name,
+            "containerd": containerd_version(self.containerd_binary),
+            "handlers_verified": self.verified,
+            "probe_image": self.image.ref if self.image else None,
+            "cgroup_mode": provision.cgroup_mode(),
+            "versions": provision.versions(),
+        }
+
+    # -- pods ----------------------------------------------------------------------------
+
+    def _pod_config(self, spec: PodSpec, name: str) -> dict[str, Any]:
+        return {
+            "metadata": {"name": name, "namespace": POD_NAMESPACE, "uid": name, "attempt": 0},
+            "hostname": name,
+            "log_directory": str(self.workdir / "pods" / name / "logs"),
+            "labels": {RUN_LABEL: self.run_id, "sandcheck.dev/runtime": spec.runtime.name,
+                       **spec.labels},
+            "linux": {"security_context": {"namespace_options": {"network": 0, "pid": 1,
+                                                                  "ipc": 0}}},
+        }
+
+    def _container_config(self, spec: PodSpec) -> dict[str, Any]:
+        sc: dict[str, Any] = {"privileged": spec.privileged,
+                              "namespace_options": {"network": 0, "pid": 1, "ipc": 0}}
+        if spec.seccomp == "RuntimeDefault":
+            sc["seccomp"] = {"profile_type": 0}
+            sc["seccomp_profile_path"] = "runtime/default"
+        else:
+            sc["seccomp"] = {"profile_type": 1}
+            sc["seccomp_profile_path"] = "unconfined"
+        if spec.add_capabilities or spec.drop_capabilities:
+            sc["capabilities"] = {"add_capabilities": spec.add_capabilities,
+                                  "drop_capabilities": spec.drop_capabilities}
+        if spec.run_as_user is not None:
+            sc["run_as_user"] = {"value": spec.run_as_user}
+        return {
+            "metadata": {"name": "probe"},
+            "image": {"image": self.image.alias},
+            "command": spec.command,
+            "log_path": "probe.log",
+            "labels": {RUN_LABEL: self.run_id},
+            "linux": {"security_context": sc},
+        }
+
+    def create_pod(self, spec: PodSpec) -> NodePod:
+        name = unique_name(spec.name_prefix)
+        pod = NodePod(self, spec, name)
+        pod.dir.mkdir(parents=True, exist_ok=True)
+        (pod.dir / "logs").mkdir(exist_ok=True)
+        pod_json = pod.dir / "pod.json"
+        ctr_json = pod.dir / "container.json"
+        pod_json.write_text(json.dumps(self._pod_config(spec, name)))
+        ctr_json.write_text(json.dumps(self._container_config(spec)))
+        crictl = self.daemon.crictl
+        t = TIMEOUTS.pod_start
+        try:
+            start = time.monotonic()
+            pod.pod_id = crictl("runp", "--runtime", spec.runtime.handler, str(pod_json),
+                                timeout=t).stdout.strip()
+            mark = time.monotonic()
+            pod.timings.phases["runp_seconds"] = mark - start
+            pod.container_id = crictl("create", pod.pod_id, str(ctr_json), str(pod_json),
+                                      timeout=t).stdout.strip()
+            now = time.monotonic()
+            pod.timings.phases["create_seconds"] = now - mark
+            mark = now
+            crictl("start", pod.container_id, timeout=t)
+            pod.timings.phases["start_seconds"] = time.monotonic() - mark
+        except BaseException as exc:
+            detail = pod.diagnostics() if pod.pod_id else self.daemon.log_tail(30)
+            self.delete_pod(pod)
+            if isinstance(exc, ComponentError):
+                raise ComponentError(f"{exc}\n{detail}") from None
+            raise
+        return pod
+
+    def delete_pod(self, pod: NodePod) -> None:
+        if pod.pod_id is None or self.daemon is None:
+            return
+        self.daemon.crictl("stopp", pod.pod_id, timeout=TIMEOUTS.pod_delete, check=False)
+        self.daemon.crictl("rmp", "-f", pod.pod_id, timeout=TIMEOUTS.pod_delete, check=False)
+        pod.pod_id = pod.container_id = None
+
+    def host_pids(self, pod: NodePod) -> list[int]:
+        """Shim and sandbox processes of this pod (their command lines name its sandbox id)."""
+        if pod.pod_id is None:
+            return []
+        return [pid for pid, _ in hostproc.processes_mentioning(pod.pod_id)]
+
+    # -- teardown ------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        if self.keep:
+            return
+        if self.daemon is not None:
+            proc = self.daemon.crictl("pods", "-q", "--label", f"{RUN_LABEL}={self.run_id}",
+                                      check=False, timeout=30)
+            for pod_id in proc.stdout.split():
+                self.daemon.crictl("stopp", pod_id, check=False, timeout=TIMEOUTS.pod_delete)
+                self.daemon.crictl("rmp", "-f", pod_id, check=False, timeout=TIMEOUTS.pod_delete)
+            self.daemon.stop()
+        remove_network(self.run_id)
+        hostproc.kill_all([p for p, _ in hostproc.processes_mentioning(str(self.workdir))])
+        hostproc.remove_tree(self.workdir)
+
+
+def remove_network(run_id: str) -> None:
+    """Delete the run's bridge (CNI leaves it when the last pod goes)."""
+    name = bridge_name(run_id)
+    if Path("/sys/class/net", name).exists():
+        hostproc.run(["ip", "link", "delete", name], check=False, timeout=30)
+
+
+def default_containerd(requested: str | None = None) -> str:
+    """The containerd the node tier drives: the one asked for, else the provisioned 1.7
+    build (the release that runs runc, crun and the gVisor shim alike), else PATH's."""
+    if requested:
+        exe = shutil.which(requested)
+        if exe is None:
+            raise UserError(f"--containerd {requested}: no such executable")
+        return exe
+    built = provision.containerd17_path_dir() / "containerd"
+    if built.exists():
+        return str(built)
+    exe = shutil.which("containerd")
+    if exe is None:
+        raise UserError("containerd not found: run `sandcheck provision`")
+    return exe

@@ -1,0 +1,145 @@
+"""Isolation: what a workload inside a pod of each runtime can see of, and do to, the node.
+
+Each check compares the probe's report from inside the pod with the node's own view
+and with the runtime's expected profile in the catalog; every check keeps its evidence.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+from pathlib import Path
+
+import pytest
+
+from clusters.backend import PodSpec
+from clusters.catalog import classify
+from fixtures.pods import run_probe
+
+# The capability set CRI gives a container by default (containerd's defaults):
+# CHOWN DAC_OVERRIDE FSETID FOWNER MKNOD NET_RAW SETGID SETUID SETFCAP SETPCAP
+# NET_BIND_SERVICE SYS_CHROOT KILL AUDIT_WRITE.
+DEFAULT_CAPS = 0x00000000A80425FB
+CAP_SYS_ADMIN = 21
+DEVICES_ALLOWED = {
+    "null", "zero", "full", "random", "urandom", "tty", "console", "pts", "ptmx", "shm",
+    "mqueue", "fd", "stdin", "stdout", "stderr", "core", "termination-log", "net",
+}
+
+
+def _node_kernel() -> dict[str, str]:
+    return {"release": platform.release(), "proc_version": Path("/proc/version").read_text()}
+
+
+def _expect(runtime, attr: str):
+    value = getattr(runtime.isolation, attr)
+    if value is None or value == {}:
+        pytest.skip(f"the catalog has no {attr} expectation for {runtime.name}: add one in a "
+                    "catalog file (--catalog) to check it; the facts are in results.json")
+    return value
+
+
+def test_kernel_identity(runtime, probe, evidence):
+    node = _node_kernel()
+    pod_release = probe.data["uname"]["release"]
+    evidence.add("node kernel", node)
+    evidence.add(**probe.evidence("uname", "proc_version"))
+    own_kernel = _expect(runtime, "own_kernel")
+    if own_kernel:
+        assert pod_release != node["release"], (
+            f"{runtime.name} is expected to run its own kernel but the pod reports the node's "
+            f"({pod_release})")
+        assert probe.data["proc_version"] != node["proc_version"]
+    else:
+        assert pod_release == node["release"], (
+            f"{runtime.name} should share the node's kernel {node['release']}, pod shows "
+            f"{pod_release}")
+
+
+def test_kernel_log_identity(runtime, probe, evidence):
+    """A sandbox's kernel log is its own (gVisor's boot lines), never the node's."""
+    lines = probe.data.get("dmesg") or []
+    evidence.add(**probe.evidence("dmesg", "dmesg_errno"))
+    node_release = platform.release()
+    assert not any(node_release in line for line in lines), (
+        f"the pod read the node's kernel log (a line names {node_release})")
+    marker = runtime.isolation.dmesg_marker
+    if marker is None:
+        if runtime.isolation.own_kernel is False:
+            assert probe.data.get("dmesg_errno") in ("EPERM", "EACCES"), (
+                "a container on the node's kernel must not read the kernel log")
+            return
+        _expect(runtime, "dmesg_marker")
+    assert any(re.search(marker, line) for line in lines), (
+        f"no kernel log line matches {marker!r}: {lines[:5]}")
+
+
+def test_syscall_matrix(runtime, probe, evidence):
+    expected = _expect(runtime, "syscalls")
+    observed = {name: classify(r) for name, r in probe.data["syscalls"].items()}
+    evidence.add("syscall outcomes", observed, raw=probe.data["syscalls"])
+    missing = sorted(set(expected) - set(observed))
+    assert not missing, f"the probe did not report {missing}"
+    wrong = {name: f"{observed[name]} (expected {'/'.join(sorted(allowed))})"
+             for name, allowed in expected.items() if observed[name] not in allowed}
+    assert not wrong, f"{runtime.name} syscall outcomes differ from its profile: {wrong}"
+
+
+def test_host_processes_invisible(runtime, probe, probe_pod, backend, evidence):
+    pids = probe.data["pids"]
+    host_ns = os.readlink("/proc/self/ns/pid")
+    pod_ns = probe.data["namespaces"].get("pid")
+    host_pids = backend.host_pids(probe_pod)
+    evidence.add("pids visible in the pod", pids, pid_namespace=pod_ns)
+    evidence.add("node", {"pid_namespace": host_ns, "pod_host_processes": host_pids,
+                          "node_process_count": sum(p.isdigit() for p in os.listdir("/proc"))})
+    assert pod_ns != host_ns, "the pod shares the node's pid namespace"
+    assert len(pids) <= 10, f"the pod sees {len(pids)} processes: {pids[:20]}"
+    assert probe.data["pid"] < 100, "the probe's pid is a node-wide pid"
+
+
+def test_kernel_symbols_and_log_device_unreadable(runtime, probe, evidence):
+    readable = probe.data["readable"]
+    evidence.add(**probe.evidence("readable", "kallsyms_nonzero"))
+    assert not probe.data.get("kallsyms_nonzero"), "kernel symbol addresses are readable"
+    for path in ("/dev/kmsg", "/dev/mem", "/proc/kcore"):
+        assert not readable.get(path), f"{path} is readable inside the pod"
+
+
+def test_devices_minimal(runtime, probe, evidence):
+    devices = set(probe.data["devices"])
+    evidence.add(**probe.evidence("devices"))
+    extra = sorted(devices - DEVICES_ALLOWED)
+    assert not extra, f"unexpected device nodes in /dev: {extra}"
+
+
+def test_default_capabilities(runtime, probe, evidence):
+    caps = {k: int(v, 16) for k, v in probe.data["caps"].items() if v is not None}
+    evidence.add(**probe.evidence("caps"))
+    assert caps["CapEff"] == DEFAULT_CAPS, (
+        f"CapEff {caps['CapEff']:#x} is not the default set {DEFAULT_CAPS:#x}")
+    assert caps["CapBnd"] == DEFAULT_CAPS, f"CapBnd {caps['CapBnd']:#x} exceeds the default set"
+    assert not caps["CapEff"] >> CAP_SYS_ADMIN & 1
+
+
+def test_seccomp_runtime_default(runtime, probe, evidence):
+    evidence.add(**probe.evidence("seccomp", "no_new_privs"))
+    assert probe.data["seccomp"] == 2, (
+        f"the pod asked for RuntimeDefault seccomp; Seccomp mode is {probe.data['seccomp']}")
+
+
+@pytest.fixture(scope="module")
+def locked_down(runtime, pod_factory):
+    """A pod that drops every capability and asks for no seccomp filter."""
+    pod = pod_factory(PodSpec(runtime=runtime, name_prefix=f"nocap-{runtime.name}",
+                              drop_capabilities=["ALL"], seccomp="Unconfined"))
+    return run_probe(pod)
+
+
+def test_security_context_is_applied(runtime, locked_down, evidence):
+    caps = {k: int(v, 16) for k, v in locked_down.data["caps"].items() if v is not None}
+    evidence.add(**locked_down.evidence("caps", "seccomp"))
+    assert caps["CapEff"] == 0, f"drop ALL left CapEff {caps['CapEff']:#x}"
+    assert caps["CapBnd"] == 0, f"drop ALL left CapBnd {caps['CapBnd']:#x}"
+    assert locked_down.data["seccomp"] == 0, "Unconfined was asked, a seccomp filter is on"
