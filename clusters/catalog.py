@@ -52,7 +52,16 @@ class Isolation:
     dmesg_marker: str | None = None
     """Regex that the first kernel log lines must match (gVisor's boot banner)."""
     syscalls: dict[str, frozenset[str]] = field(default_factory=dict)
-    """Syscall name -> outcome classes that conform. Absent names are recorded only."""
+    """Under the RuntimeDefault seccomp profile: syscall -> conforming outcome classes.
+    Names not listed are recorded, not judged."""
+    syscalls_unfiltered: dict[str, frozenset[str]] = field(default_factory=dict)
+    """With no seccomp filter and the default capabilities: the kernel's own answer."""
+    default_capabilities: int = 0x00000000A80425FB
+    """CapEff/CapBnd of a container that asks for nothing: containerd's default set
+    (CHOWN DAC_OVERRIDE FSETID FOWNER MKNOD NET_RAW SETGID SETUID SETFCAP SETPCAP
+    NET_BIND_SERVICE SYS_CHROOT KILL AUDIT_WRITE)."""
+    extra_devices: frozenset[str] = frozenset()
+    """Device nodes the runtime itself provides in /dev beyond the OCI defaults."""
 
 
 @dataclass(frozen=True)
@@ -89,26 +98,38 @@ def _fill(value: Any, config_dir: str) -> Any:
     return value
 
 
-# Under the RuntimeDefault seccomp profile and the default capability set, runc and crun
-# refuse these with EPERM (seccomp or missing CAP_SYS_ADMIN/CAP_SYS_MODULE/...).
-_NATIVE_DENIED = (
+# Under RuntimeDefault, containerd's seccomp profile refuses these (a filter answers
+# EPERM before any kernel sees the call), whatever runtime enforces it.
+_FILTERED_DENIED = (
     "keyctl", "add_key", "bpf", "perf_event_open", "init_module", "kexec_load",
-    "userfaultfd", "unshare_user", "mount", "reboot", "syslog", "open_by_handle_at",
+    "userfaultfd", "unshare_user", "unshare_mnt", "setns", "mount", "reboot", "syslog",
+    "open_by_handle_at", "acct", "pivot_root", "swapon", "fsopen",
 )
-_NATIVE_SYSCALLS = {name: frozenset({"denied"}) for name in _NATIVE_DENIED}
+_NATIVE_SYSCALLS = {name: frozenset({"denied"}) for name in _FILTERED_DENIED}
 # ptrace of one's own child is allowed by the default profile on kernels >= 4.8.
 _NATIVE_SYSCALLS["ptrace_attach"] = frozenset({"ok"})
 
-# gVisor answers every syscall in its Sentry; host-kernel facilities never reach the host.
-_GVISOR_SYSCALLS = {
-    name: BLOCKED
-    for name in (
-        "init_module", "kexec_load", "open_by_handle_at", "bpf", "perf_event_open",
-        "userfaultfd", "io_uring_setup", "mount", "reboot",
-    )
+# No filter, default capabilities: what the node's kernel refuses for lack of a capability
+# (CAP_SYS_ADMIN, CAP_SYS_BOOT, CAP_SYS_MODULE, ...). Calls whose answer depends on host
+# sysctls (bpf, perf_event_open, syslog with dmesg_restrict=0) are recorded, not judged.
+_NATIVE_UNFILTERED = {
+    **{name: frozenset({"denied"}) for name in (
+        "mount", "unshare_mnt", "setns", "reboot", "acct", "pivot_root", "swapon")},
+    **{name: BLOCKED for name in ("init_module", "kexec_load")},
 }
-# The Sentry emulates the kernel log: syslog() succeeds and returns gVisor's own lines.
-_GVISOR_SYSCALLS["syslog"] = frozenset({"ok"})
+
+# gVisor under RuntimeDefault (with oci-seccomp): the same filter, enforced by the Sentry;
+# io_uring is not offered at all.
+_GVISOR_SYSCALLS = {**_NATIVE_SYSCALLS, "io_uring_setup": frozenset({"unsupported"})}
+# gVisor with no filter: the Sentry's own answers, documented to differ from Linux's:
+# no perf events, userfaultfd, io_uring or file handles; an emulated kernel log.
+_GVISOR_UNFILTERED = {
+    **{name: frozenset({"unsupported"}) for name in (
+        "perf_event_open", "userfaultfd", "io_uring_setup", "open_by_handle_at")},
+    **{name: BLOCKED for name in ("init_module", "kexec_load", "bpf")},
+    **{name: frozenset({"denied"}) for name in ("mount", "reboot", "unshare_mnt", "setns")},
+    "syslog": frozenset({"ok"}),
+}
 
 _VM_SYSCALLS: dict[str, frozenset[str]] = {}
 
@@ -123,7 +144,8 @@ BUILTIN: dict[str, Runtime] = {
             description="OCI reference runtime; namespaces and cgroups on the node's kernel",
             options={"BinaryName": "runc"},
             binaries=("runc", "containerd-shim-runc-v2"),
-            isolation=Isolation(own_kernel=False, syscalls=_NATIVE_SYSCALLS),
+            isolation=Isolation(own_kernel=False, syscalls=_NATIVE_SYSCALLS,
+                                syscalls_unfiltered=_NATIVE_UNFILTERED),
         ),
         Runtime(
             name="crun",
@@ -133,7 +155,8 @@ BUILTIN: dict[str, Runtime] = {
             description="OCI runtime in C, driven through the runc v2 shim",
             options={"BinaryName": "crun"},
             binaries=("crun", "containerd-shim-runc-v2"),
-            isolation=Isolation(own_kernel=False, syscalls=_NATIVE_SYSCALLS),
+            isolation=Isolation(own_kernel=False, syscalls=_NATIVE_SYSCALLS,
+                                syscalls_unfiltered=_NATIVE_UNFILTERED),
         ),
         Runtime(
             name="youki",
@@ -143,7 +166,8 @@ BUILTIN: dict[str, Runtime] = {
             description="OCI runtime in Rust, driven through the runc v2 shim",
             options={"BinaryName": "youki"},
             binaries=("youki", "containerd-shim-runc-v2"),
-            isolation=Isolation(own_kernel=False, syscalls=_NATIVE_SYSCALLS),
+            isolation=Isolation(own_kernel=False, syscalls=_NATIVE_SYSCALLS,
+                                syscalls_unfiltered=_NATIVE_UNFILTERED),
             unavailable="youki is not packaged for Debian 12; install it from its "
             "releases and put it on PATH",
         ),
@@ -158,11 +182,19 @@ BUILTIN: dict[str, Runtime] = {
                 "ConfigPath": "{config_dir}/runsc.toml",
             },
             binaries=("runsc", "containerd-shim-runsc-v1"),
-            config_files={"runsc.toml": {"runsc_config": {"platform": "systrap"}}},
+            config_files={"runsc.toml": {"runsc_config": {
+                # systrap needs no /dev/kvm or ptrace; oci-seccomp makes the Sentry apply
+                # the seccomp profile the pod asks for (gVisor ignores it by default).
+                "platform": "systrap", "oci-seccomp": "true"}}},
             isolation=Isolation(
                 own_kernel=True,
                 dmesg_marker=r"Starting gVisor",
                 syscalls=_GVISOR_SYSCALLS,
+                syscalls_unfiltered=_GVISOR_UNFILTERED,
+                # runsc drops CAP_NET_RAW unless started with --net-raw.
+                default_capabilities=0x00000000A80405FB,
+                # Devices the Sentry implements itself (FUSE, TUN) and its /dev/char dir.
+                extra_devices=frozenset({"fuse", "net", "char"}),
             ),
         ),
         Runtime(
@@ -214,7 +246,8 @@ class Catalog:
                 "add it to a catalog file passed with --catalog"
             ) from None
 
-    def select(self, spec: str | list[str] | None, default: str = "runc,crun,runsc") -> list[Runtime]:
+    def select(self, spec: str | list[str] | None,
+               default: str = "runc,crun,runsc") -> list[Runtime]:
         """Resolve a comma-separated ``--runtimes`` value to catalog entries, in order."""
         names = spec if isinstance(spec, list) else (spec or default).split(",")
         names = [n.strip() for n in names if n.strip()]
@@ -229,7 +262,7 @@ class Catalog:
 _FIELDS = {
     "handler", "runtime_class", "runtime_type", "description", "options", "handler_settings",
     "binaries", "config_files", "overhead", "scheduling", "own_kernel", "dmesg_marker",
-    "syscalls", "base",
+    "syscalls", "syscalls_unfiltered", "default_capabilities", "extra_devices", "base",
 }
 
 
@@ -264,22 +297,39 @@ def _read_user_catalog(path: Path, known: dict[str, Runtime]) -> dict[str, Runti
     return out
 
 
+def _syscall_table(base: dict[str, frozenset[str]], extra: dict[str, Any] | None,
+                   where: str) -> dict[str, frozenset[str]]:
+    table = dict(base)
+    for sc, outcomes in (extra or {}).items():
+        outcomes = [outcomes] if isinstance(outcomes, str) else list(outcomes)
+        bad = [o for o in outcomes if o not in OUTCOMES]
+        if bad:
+            raise UserError(f"{where}.{sc} has {bad}; outcomes are {', '.join(OUTCOMES)}")
+        table[sc] = frozenset(outcomes)
+    return table
+
+
 def _merge(name: str, base: Runtime | None, spec: dict[str, Any], where: str) -> Runtime:
     rt = base or Runtime(name=name, handler=spec["handler"], runtime_class=spec["handler"],
                          runtime_type=spec["runtime_type"])
     iso = rt.isolation
-    syscalls = dict(iso.syscalls)
-    for sc, outcomes in (spec.get("syscalls") or {}).items():
-        outcomes = [outcomes] if isinstance(outcomes, str) else list(outcomes)
-        bad = [o for o in outcomes if o not in OUTCOMES]
-        if bad:
-            raise UserError(f"{where}: syscalls.{sc} has {bad}; outcomes are {OUTCOMES}")
-        syscalls[sc] = frozenset(outcomes)
+    caps = spec.get("default_capabilities", iso.default_capabilities)
+    if isinstance(caps, str):
+        try:
+            caps = int(caps, 16)
+        except ValueError:
+            raise UserError(f"{where}: default_capabilities {caps!r} is not a hex mask "
+                            "like \"00000000a80425fb\"") from None
     iso = replace(
         iso,
         own_kernel=spec.get("own_kernel", iso.own_kernel),
         dmesg_marker=spec.get("dmesg_marker", iso.dmesg_marker),
-        syscalls=syscalls,
+        syscalls=_syscall_table(iso.syscalls, spec.get("syscalls"), f"{where}: syscalls"),
+        syscalls_unfiltered=_syscall_table(iso.syscalls_unfiltered,
+                                           spec.get("syscalls_unfiltered"),
+                                           f"{where}: syscalls_unfiltered"),
+        default_capabilities=caps,
+        extra_devices=frozenset(spec.get("extra_devices", iso.extra_devices)),
     )
     options = copy.deepcopy(rt.options)
     options.update(spec.get("options") or {})

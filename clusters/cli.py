@@ -136,7 +136,8 @@ def cmd_runtimeclasses(args) -> int:
 
 def cmd_catalog(args) -> int:
     for rt in _catalog(args).runtimes.values():
-        kernel = {True: "own kernel", False: "node kernel", None: "unknown"}[rt.isolation.own_kernel]
+        kernel = {True: "own kernel", False: "node kernel",
+                  None: "unknown"}[rt.isolation.own_kernel]
         note = f"  [unavailable: {rt.unavailable}]" if rt.unavailable else ""
         print(f"{rt.name:8} handler={rt.handler:10} class={rt.runtime_class:10} "
               f"type={rt.runtime_type:28} {kernel}{note}")
@@ -152,7 +153,7 @@ def cmd_provision(args) -> int:
 
 def cmd_cleanup(args) -> int:
     from clusters.cleanup import cleanup
-    for line in cleanup(dry_run=args.dry_run):
+    for line in cleanup(dry_run=args.dry_run, force=args.force):
         print(line)
     return 0
 
@@ -207,7 +208,9 @@ def parser() -> argparse.ArgumentParser:
     pv.set_defaults(func=cmd_provision)
 
     cl = sub.add_parser("cleanup", help="remove what a crashed run left behind")
-    cl.add_argument("--dry-run", action="store_true")
+    cl.add_argument("--dry-run", action="store_true", help="say what would be removed")
+    cl.add_argument("--force", action="store_true",
+                    help="also remove the directories of runs that still seem alive")
     cl.set_defaults(func=cmd_cleanup)
 
     cp = sub.add_parser("compare", help="compare two results.json files")

@@ -94,11 +94,27 @@ class PrivateContainerd:
                 )
             if self.socket.exists() and self._cri_ready():
                 return self
+            failed = self._cri_load_failure()
+            if failed:
+                tail = self.log_tail()
+                self.stop()
+                raise ComponentError(f"containerd's CRI plugin did not load: {failed}\n"
+                                     f"log tail:\n{tail}")
             time.sleep(0.2)
+        tail = self.log_tail()
         self.stop()
         raise ComponentError(
-            f"containerd did not serve CRI within {timeout:.0f}s; log tail:\n{self.log_tail()}"
-        )
+            f"containerd did not serve CRI within {timeout:.0f}s; log tail:\n{tail}")
+
+    def _cri_load_failure(self) -> str | None:
+        try:
+            log = self.log_path.read_text(errors="replace")
+        except OSError:
+            return None
+        for line in log.splitlines():
+            if "failed to load plugin" in line and "cri" in line and "error=" in line:
+                return line.split("error=", 1)[1].strip()
+        return None
 
     def _cri_ready(self) -> bool:
         try:
@@ -182,7 +198,10 @@ def _privatized(doc: tomlkit.TOMLDocument, daemon: PrivateContainerd,
     if imports is not None and origin is not None:
         base = Path(origin).resolve().parent
         copy["imports"] = [str(base / p) if not os.path.isabs(p) else p for p in imports]
-    cri = copy.get("plugins", {}).get("io.containerd.grpc.v1.cri")
+    plugins = copy.setdefault("plugins", tomlkit.table(True))
+    plugins.setdefault("io.containerd.internal.v1.opt", tomlkit.table())["path"] = str(
+        daemon.workdir / "opt")
+    cri = plugins.get("io.containerd.grpc.v1.cri")
     if cri is not None:
         cri["stream_server_address"] = "127.0.0.1"
         cri["stream_server_port"] = "0"

@@ -12,7 +12,6 @@ import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import tomlkit
@@ -44,7 +43,8 @@ def parse(text: str, source: str = "config.toml") -> TOMLDocument:
     try:
         return tomlkit.parse(text)
     except Exception as exc:  # tomlkit has several parse error classes
-        raise UserError(f"{source} is not valid TOML ({exc}): fix the syntax and run again") from None
+        raise UserError(
+            f"{source} is not valid TOML ({exc}): fix the syntax and run again") from None
 
 
 def schema_of(doc: TOMLDocument, source: str = "config.toml") -> int:
@@ -223,8 +223,9 @@ def patch(
                 opts = table["options"]
                 changed = True
             for key, value in options.items():
-                if key in opts and _plain(opts[key]) != value:
-                    report.kept.append(f"{rt.handler}.options.{key}={_plain(opts[key])!r} "
+                current = _plain(opts[key]) if key in opts else None
+                if current not in (None, "") and current != value:
+                    report.kept.append(f"{rt.handler}.options.{key}={current!r} "
                                        f"(catalog default {value!r})")
                     continue
                 changed |= _set_if_different(opts, key, value)

@@ -17,7 +17,8 @@ from pathlib import Path
 WORK_BASE = Path(os.environ.get("SANDCHECK_WORK", "/var/tmp/sandcheck"))
 
 
-def run(argv: list[str], timeout: float = 120, check: bool = True, **kw) -> subprocess.CompletedProcess:
+def run(argv: list[str], timeout: float = 120, check: bool = True,
+        **kw) -> subprocess.CompletedProcess:
     """subprocess.run with a list argv, text output and a bounded wait."""
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, **kw)
     if check and proc.returncode != 0:

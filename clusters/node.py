@@ -102,13 +102,13 @@ class NodeBackend:
     name = "node"
     kubernetes = False
 
-    def __init__(self, runtimes: list[Runtime], run_id: str, containerd: str = "containerd",
+    def __init__(self, runtimes: list[Runtime], run_id: str, containerd: str | None = None,
                  keep: bool = False):
         self.runtimes = runtimes
         self.run_id = run_id
         self.keep = keep
         self.workdir = hostproc.WORK_BASE / f"node-{run_id}"
-        self.containerd_binary = containerd
+        self.containerd_binary = containerd or default_containerd()
         self.daemon: PrivateContainerd | None = None
         self.image = None
         self.verified: dict[str, Any] = {}
@@ -182,7 +182,9 @@ class NodeBackend:
                    and not all(provision._which(b) for b in rt.binaries)]
         if missing:
             raise UserError("cannot run on this node: " + "; ".join(missing))
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        from clusters.cleanup import claim
+
+        claim(self.workdir)
         self.image = build_probe_image(provision.cache_dir() / "probe")
         self._write_cni()
         doc = self.config_document()

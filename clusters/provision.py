@@ -138,7 +138,10 @@ CONTAINERD17 = GoTool(
 
 # Debian packages per runtime (the apt-installable part of a runtime).
 APT_PACKAGES: dict[str, tuple[str, ...]] = {
-    "base": ("containerd", "containernetworking-plugins", "iptables", "busybox-static"),
+    # containerd 1.6 for `verify`; CNI plugins for pod networking; gcc, libc6-dev and
+    # busybox-static for the probe image; iproute2 for bridges; openssl for cluster certs.
+    "base": ("containerd", "containernetworking-plugins", "iptables", "busybox-static",
+             "gcc", "libc6-dev", "iproute2", "openssl"),
     "runc": ("runc",),
     "crun": ("crun",),
     "runsc": (),

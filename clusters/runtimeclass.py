@@ -11,7 +11,8 @@ from clusters.catalog import Runtime
 MANAGED_LABEL = "sandcheck.dev/managed"
 
 
-def runtime_class(rt: Runtime, name: str | None = None, handler: str | None = None) -> dict[str, Any]:
+def runtime_class(rt: Runtime, name: str | None = None,
+                  handler: str | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {
         "apiVersion": "node.k8s.io/v1",
         "kind": "RuntimeClass",

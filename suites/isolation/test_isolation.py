@@ -17,15 +17,27 @@ from clusters.backend import PodSpec
 from clusters.catalog import classify
 from fixtures.pods import run_probe
 
-# The capability set CRI gives a container by default (containerd's defaults):
-# CHOWN DAC_OVERRIDE FSETID FOWNER MKNOD NET_RAW SETGID SETUID SETFCAP SETPCAP
-# NET_BIND_SERVICE SYS_CHROOT KILL AUDIT_WRITE.
-DEFAULT_CAPS = 0x00000000A80425FB
 CAP_SYS_ADMIN = 21
 DEVICES_ALLOWED = {
     "null", "zero", "full", "random", "urandom", "tty", "console", "pts", "ptmx", "shm",
-    "mqueue", "fd", "stdin", "stdout", "stderr", "core", "termination-log", "net",
+    "mqueue", "fd", "stdin", "stdout", "stderr", "core", "termination-log",
 }
+
+
+@pytest.fixture(scope="module")
+def unfiltered(runtime, pod_factory):
+    """A pod with the default capabilities and no seccomp filter: the kernel answers."""
+    pod = pod_factory(PodSpec(runtime=runtime, name_prefix=f"unf-{runtime.name}",
+                              seccomp="Unconfined"))
+    return run_probe(pod)
+
+
+@pytest.fixture(scope="module")
+def no_capabilities(runtime, pod_factory):
+    """A pod that drops every capability and asks for no seccomp filter."""
+    pod = pod_factory(PodSpec(runtime=runtime, name_prefix=f"nocap-{runtime.name}",
+                              drop_capabilities=["ALL"], seccomp="Unconfined"))
+    return run_probe(pod)
 
 
 def _node_kernel() -> dict[str, str]:
@@ -57,8 +69,11 @@ def test_kernel_identity(runtime, probe, evidence):
             f"{pod_release}")
 
 
-def test_kernel_log_identity(runtime, probe, evidence):
-    """A sandbox's kernel log is its own (gVisor's boot lines), never the node's."""
+def test_kernel_log_identity(runtime, unfiltered, evidence):
+    """A sandbox's kernel log is its own (gVisor's boot lines), never the node's.
+
+    Read with no seccomp filter, so the answer is the kernel's, not the filter's."""
+    probe = unfiltered
     lines = probe.data.get("dmesg") or []
     evidence.add(**probe.evidence("dmesg", "dmesg_errno"))
     node_release = platform.release()
@@ -75,15 +90,24 @@ def test_kernel_log_identity(runtime, probe, evidence):
         f"no kernel log line matches {marker!r}: {lines[:5]}")
 
 
-def test_syscall_matrix(runtime, probe, evidence):
-    expected = _expect(runtime, "syscalls")
+def _check_syscalls(runtime, probe, expected, evidence, context: str) -> None:
     observed = {name: classify(r) for name, r in probe.data["syscalls"].items()}
-    evidence.add("syscall outcomes", observed, raw=probe.data["syscalls"])
+    evidence.add(f"syscall outcomes ({context})", observed, raw=probe.data["syscalls"])
     missing = sorted(set(expected) - set(observed))
     assert not missing, f"the probe did not report {missing}"
     wrong = {name: f"{observed[name]} (expected {'/'.join(sorted(allowed))})"
              for name, allowed in expected.items() if observed[name] not in allowed}
-    assert not wrong, f"{runtime.name} syscall outcomes differ from its profile: {wrong}"
+    assert not wrong, f"{runtime.name} ({context}) differs from its profile: {wrong}"
+
+
+def test_syscall_matrix_runtime_default(runtime, probe, evidence):
+    _check_syscalls(runtime, probe, _expect(runtime, "syscalls"), evidence,
+                    "RuntimeDefault seccomp")
+
+
+def test_syscall_matrix_unfiltered(runtime, unfiltered, evidence):
+    _check_syscalls(runtime, unfiltered, _expect(runtime, "syscalls_unfiltered"), evidence,
+                    "no seccomp filter")
 
 
 def test_host_processes_invisible(runtime, probe, probe_pod, backend, evidence):
@@ -110,16 +134,16 @@ def test_kernel_symbols_and_log_device_unreadable(runtime, probe, evidence):
 def test_devices_minimal(runtime, probe, evidence):
     devices = set(probe.data["devices"])
     evidence.add(**probe.evidence("devices"))
-    extra = sorted(devices - DEVICES_ALLOWED)
+    extra = sorted(devices - DEVICES_ALLOWED - runtime.isolation.extra_devices)
     assert not extra, f"unexpected device nodes in /dev: {extra}"
 
 
 def test_default_capabilities(runtime, probe, evidence):
     caps = {k: int(v, 16) for k, v in probe.data["caps"].items() if v is not None}
     evidence.add(**probe.evidence("caps"))
-    assert caps["CapEff"] == DEFAULT_CAPS, (
-        f"CapEff {caps['CapEff']:#x} is not the default set {DEFAULT_CAPS:#x}")
-    assert caps["CapBnd"] == DEFAULT_CAPS, f"CapBnd {caps['CapBnd']:#x} exceeds the default set"
+    want = runtime.isolation.default_capabilities
+    assert caps["CapEff"] == want, f"CapEff {caps['CapEff']:#x} is not the expected {want:#x}"
+    assert caps["CapBnd"] == want, f"CapBnd {caps['CapBnd']:#x} is not the expected {want:#x}"
     assert not caps["CapEff"] >> CAP_SYS_ADMIN & 1
 
 
@@ -129,17 +153,19 @@ def test_seccomp_runtime_default(runtime, probe, evidence):
         f"the pod asked for RuntimeDefault seccomp; Seccomp mode is {probe.data['seccomp']}")
 
 
-@pytest.fixture(scope="module")
-def locked_down(runtime, pod_factory):
-    """A pod that drops every capability and asks for no seccomp filter."""
-    pod = pod_factory(PodSpec(runtime=runtime, name_prefix=f"nocap-{runtime.name}",
-                              drop_capabilities=["ALL"], seccomp="Unconfined"))
-    return run_probe(pod)
-
-
-def test_security_context_is_applied(runtime, locked_down, evidence):
-    caps = {k: int(v, 16) for k, v in locked_down.data["caps"].items() if v is not None}
-    evidence.add(**locked_down.evidence("caps", "seccomp"))
+def test_security_context_is_applied(runtime, no_capabilities, evidence):
+    caps = {k: int(v, 16) for k, v in no_capabilities.data["caps"].items() if v is not None}
+    evidence.add(**no_capabilities.evidence("caps", "seccomp"))
     assert caps["CapEff"] == 0, f"drop ALL left CapEff {caps['CapEff']:#x}"
     assert caps["CapBnd"] == 0, f"drop ALL left CapBnd {caps['CapBnd']:#x}"
-    assert locked_down.data["seccomp"] == 0, "Unconfined was asked, a seccomp filter is on"
+    assert no_capabilities.data["seccomp"] == 0, "Unconfined was asked, a seccomp filter is on"
+
+
+def test_capabilities_dropped_refuse_privileged_calls(runtime, no_capabilities, evidence):
+    """With no capabilities and no filter, the kernel alone must refuse these."""
+    probe = no_capabilities
+    observed = {name: classify(r) for name, r in probe.data["syscalls"].items()}
+    evidence.add("syscall outcomes (no capabilities, no filter)", observed)
+    for name in ("mount", "reboot", "unshare_mnt", "chroot", "mknod"):
+        assert observed.get(name) in ("denied", "unsupported"), (
+            f"{name} is {observed.get(name)} without any capability")

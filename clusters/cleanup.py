@@ -1,0 +1,58 @@
+"""Find and remove what a crashed or killed run left: daemons, shims, sandboxes, mounts,
+bridges and work directories. Everything sandcheck makes lives under hostproc.WORK_BASE,
+one directory per run, with the pid of the process that owns it."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from clusters import hostproc
+from clusters.node import remove_network
+
+OWNER_FILE = "owner.pid"
+
+
+def claim(workdir: Path) -> None:
+    """Mark ``workdir`` as owned by this process, so cleanup leaves it alone while we live."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / OWNER_FILE).write_text(str(os.getpid()))
+
+
+def _owner_alive(workdir: Path) -> bool:
+    try:
+        pid = int((workdir / OWNER_FILE).read_text().strip())
+    except (OSError, ValueError):
+        return False
+    return pid != os.getpid() and Path(f"/proc/{pid}").exists()
+
+
+def _run_id(workdir: Path) -> str:
+    return workdir.name.split("-", 1)[1] if "-" in workdir.name else workdir.name
+
+
+def cleanup(dry_run: bool = False, force: bool = False) -> list[str]:
+    """Remove every stale run directory and what lives in it; returns what was done."""
+    done: list[str] = []
+    base = hostproc.WORK_BASE
+    if not base.is_dir():
+        return ["nothing to clean: " + str(base) + " does not exist"]
+    for workdir in sorted(p for p in base.iterdir() if p.is_dir()):
+        if _owner_alive(workdir) and not force:
+            done.append(f"skip {workdir}: its run is still going (pid in {OWNER_FILE})")
+            continue
+        procs = hostproc.processes_mentioning(str(workdir))
+        mounts = hostproc.mounts_under(str(workdir))
+        done.append(f"{'would remove' if dry_run else 'remove'} {workdir}: "
+                    f"{len(procs)} processes, {len(mounts)} mounts")
+        if dry_run:
+            continue
+        hostproc.kill_all([pid for pid, _ in procs])
+        remove_network(_run_id(workdir))
+        hostproc.remove_tree(workdir)
+        if workdir.exists():
+            shutil.rmtree(workdir, ignore_errors=True)
+    if len(done) == 0:
+        done.append(f"nothing to clean under {base}")
+    return done
