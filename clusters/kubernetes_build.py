@@ -24,20 +24,21 @@ Layout under ``cache_dir()``:
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from clusters.errors import ComponentError, UserError
+from clusters.provision import _locked, cache_dir, find_go
 
 KUBERNETES_VERSION = "v1.34.12"
 KUBERNETES_MODULE = "k8s.io/kubernetes"
@@ -54,6 +55,9 @@ KUBERNETES_VERSION_PACKAGES = ("k8s.io/component-base/version", "k8s.io/client-g
 ETCD_VERSION = "v3.6.5"
 ETCD_MODULE = "go.etcd.io/etcd/server/v3"
 
+# Bump when the generated go.mod or the build flags change: cached binaries are rebuilt.
+BUILD_RECIPE = 1
+
 MODULE_TIMEOUT = 1800.0  # go mod download / tidy: network plus unpacking ~700 MB
 BUILD_TIMEOUT = 5400.0  # a cold build of all five commands on 2 busy cores
 LOG_TAIL_LINES = 40
@@ -63,12 +67,6 @@ Progress = Callable[[str], None]
 
 def print_to_stderr(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
-
-
-def cache_dir() -> Path:
-    """``$SANDCHECK_CACHE`` or ``~/.cache/sandcheck``."""
-    env = os.environ.get("SANDCHECK_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "sandcheck"
 
 
 class GoBuildError(ComponentError):
@@ -204,18 +202,6 @@ def kubernetes_ldflags(version: str, build_date: str) -> str:
 # --- go plumbing ---------------------------------------------------------------------------
 
 
-def find_go() -> str:
-    go = shutil.which("go") or next(
-        (p for p in ("/usr/local/go/bin/go", "/usr/lib/go/bin/go") if os.access(p, os.X_OK)),
-        None,
-    )
-    if go is None:
-        raise UserError("go not found: building Kubernetes needs Go >= 1.25; install it from "
-                        "go.dev (or apt-get install golang-go where it is new enough) and put "
-                        "it on PATH")
-    return go
-
-
 def go_env() -> dict[str, str]:
     root = cache_dir() / "go"
     tmp = root / "tmp"
@@ -235,18 +221,6 @@ def go_env() -> dict[str, str]:
     return env
 
 
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """An exclusive flock, so concurrent runs (xdist workers) build once."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     try:
         text = path.read_text(errors="replace")
@@ -259,7 +233,7 @@ def _run_logged(argv: list[str], *, cwd: Path, env: Mapping[str, str], log: Path
                 timeout: float, what: str, poll: Callable[[], None] | None = None) -> None:
     """Run a go command with its output appended to ``log``; raise GoBuildError on failure."""
     with open(log, "a") as fh:
-        fh.write(f"\n$ (cd {cwd} && {' '.join(argv)})\n")
+        fh.write(f"\n$ (cd {shlex.quote(str(cwd))} && {shlex.join(argv)})\n")
         fh.flush()
         start = time.monotonic()
         try:
@@ -293,14 +267,15 @@ def _run_logged(argv: list[str], *, cwd: Path, env: Mapping[str, str], log: Path
 
 
 def _download_gomod(go: str, env: Mapping[str, str], module: str, version: str, log: Path,
-                    work: Path) -> tuple[str, str | None]:
-    """(go.mod text, release time) of module@version, through the module proxy."""
+                    cwd: Path) -> tuple[str, str | None]:
+    """(go.mod text, release time) of module@version, through the module proxy; run outside
+    the build module, so a broken go.mod left there cannot get in the way."""
     what = f"downloading {module}@{version}"
     argv = [go, "mod", "download", "-json", f"{module}@{version}"]
-    proc = subprocess.run(argv, cwd=work, env=dict(env), capture_output=True, text=True,
+    proc = subprocess.run(argv, cwd=cwd, env=dict(env), capture_output=True, text=True,
                           timeout=MODULE_TIMEOUT, stdin=subprocess.DEVNULL)
     with open(log, "a") as fh:
-        fh.write(f"\n$ {' '.join(argv)}\n{proc.stdout}{proc.stderr}# exit {proc.returncode}\n")
+        fh.write(f"\n$ {shlex.join(argv)}\n{proc.stdout}{proc.stderr}# exit {proc.returncode}\n")
     try:
         info = json.loads(proc.stdout)
     except ValueError:
@@ -332,6 +307,15 @@ class _Spec:
         return f"{self.name}-{self.version}"
 
 
+def exe_name(package: str) -> str:
+    """The file ``go build -o DIR/`` writes for a main package: its last path element, or
+    the one before a major-version suffix (go.etcd.io/etcd/server/v3 -> server)."""
+    parts = package.rstrip("/").split("/")
+    if len(parts) > 1 and re.fullmatch(r"v\d+", parts[-1]):
+        return parts[-2]
+    return parts[-1]
+
+
 def _bin_dir(spec: _Spec) -> Path:
     return cache_dir() / "bin" / spec.label
 
@@ -348,7 +332,7 @@ def _cached(spec: _Spec, names: Sequence[str]) -> dict[str, Path] | None:
     """The binaries, when the stamp vouches for every one of them; else None."""
     target = _bin_dir(spec)
     stamp = _read_stamp(target)
-    if stamp.get("version") != spec.version:
+    if stamp.get("version") != spec.version or stamp.get("recipe") != BUILD_RECIPE:
         return None
     built = stamp.get("binaries") or {}
     found = {}
@@ -371,7 +355,8 @@ def _prepare_module(spec: _Spec, go: str, env: Mapping[str, str], log: Path,
     """The build module's directory, tidied; and the release time for the build date."""
     work = cache_dir() / "go" / "work" / spec.label
     work.mkdir(parents=True, exist_ok=True)
-    dep_gomod, release_time = _download_gomod(go, env, spec.module, spec.version, log, work)
+    dep_gomod, release_time = _download_gomod(go, env, spec.module, spec.version, log,
+                                              cwd=work.parent)
     gomod = spec.render_gomod(dep_gomod, spec.version)
     tools = render_tools_go(spec.packages.values())
     marker = work / "go.mod.generated"
@@ -414,7 +399,7 @@ def _build(spec: _Spec, names: Sequence[str], progress: Progress) -> dict[str, P
             progress(f"{spec.label}: cached in {target} ({', '.join(names)})")
             return found
         stamp = _read_stamp(target)
-        if stamp.get("version") != spec.version:
+        if stamp.get("version") != spec.version or stamp.get("recipe") != BUILD_RECIPE:
             stamp = {}
         have = stamp.get("binaries") or {}
         missing = [n for n in names if _cached(spec, [n]) is None]
@@ -437,17 +422,17 @@ def _build(spec: _Spec, names: Sequence[str], progress: Progress) -> dict[str, P
         done: dict[str, float] = {}
         seen: dict[str, int] = {}
 
-        def report_new() -> None:
+        def report_new(final: bool = False) -> None:
             # go build renames each linked binary into place (GOTMPDIR is on the same file
             # system); a size unchanged since the last poll also covers a copy.
             for n in missing:
                 if n in done:
                     continue
                 try:
-                    size = (tmp / n).stat().st_size
+                    size = (tmp / exe_name(spec.packages[n])).stat().st_size
                 except OSError:
                     continue
-                if seen.get(n) == size:
+                if final or seen.get(n) == size:
                     done[n] = time.monotonic() - start
                     progress(f"{spec.label}: {n}: done in {done[n]:.0f}s "
                              f"({size / 2**20:.0f} MiB)")
@@ -459,16 +444,15 @@ def _build(spec: _Spec, names: Sequence[str], progress: Progress) -> dict[str, P
             _run_logged(argv, cwd=work, env=env, log=log, timeout=BUILD_TIMEOUT,
                         what=f"building {spec.label} ({', '.join(missing)})", poll=report_new)
             seconds = time.monotonic() - start
-            report_new()  # records what is complete now that go build has exited
-            report_new()
+            report_new(final=True)
             target.mkdir(parents=True, exist_ok=True)
             go_version = subprocess.run([go, "env", "GOVERSION"], env=dict(env), timeout=60,
                                         capture_output=True, text=True).stdout.strip()
             for n in missing:
-                built = tmp / n
+                built = tmp / exe_name(spec.packages[n])
                 if not built.is_file():
                     raise GoBuildError(f"building {spec.label}: go build succeeded but wrote "
-                                       f"no {n} into {tmp}\nfull log: {log}", log)
+                                       f"no {built.name} into {tmp}\nfull log: {log}", log)
                 size = built.stat().st_size
                 os.replace(built, target / n)
                 have[n] = {"package": spec.packages[n], "size": size,
@@ -479,6 +463,7 @@ def _build(spec: _Spec, names: Sequence[str], progress: Progress) -> dict[str, P
             "name": spec.name,
             "module": spec.module,
             "version": spec.version,
+            "recipe": BUILD_RECIPE,
             "go": go_version,
             "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "log": str(log),
