@@ -60,6 +60,11 @@ class PodSpec:
     labels: dict[str, str] = field(default_factory=dict)
     runtime_class_name: str | None = None
     """Kubernetes backends: override the RuntimeClass name (None: the catalog's)."""
+    node_name: str | None = None
+    """Kubernetes backends: bind to this node, bypassing the scheduler."""
+    node_selector: dict[str, str] = field(default_factory=dict)
+    resources: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Container resources, Kubernetes-style: {"limits": {"memory": "64Mi"}}."""
 
 
 @dataclass

@@ -50,6 +50,10 @@ def cleanup(dry_run: bool = False, force: bool = False) -> list[str]:
             continue
         hostproc.kill_all([pid for pid, _ in procs])
         remove_network(_run_id(workdir))
+        if workdir.name.startswith("local-"):
+            from clusters.local import remove_leftovers
+
+            done.extend(f"  {line}" for line in remove_leftovers(workdir))
         hostproc.remove_tree(workdir)
         if workdir.exists():
             shutil.rmtree(workdir, ignore_errors=True)

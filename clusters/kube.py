@@ -1,0 +1,648 @@
+"""Pods of a runtime class on a Kubernetes cluster, through the API: what the local and the
+kubeconfig backends share.
+
+One namespace per backend run (``sandcheck-<run id>``, labelled with the run id), pods
+made from a PodSpec with the probe image and ``imagePullPolicy: Never``, waits bounded by
+monotonic deadlines, exec through the API's exec subresource, and a failure that carries
+the pod's events, ``kubectl describe`` and the backend's component log tails.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clusters import provision
+from clusters.backend import RUN_LABEL, TIMEOUTS, ExecResult, PhaseTimes, PodSpec, unique_name
+from clusters.catalog import Runtime
+from clusters.errors import ComponentError, UserError
+from clusters.runtimeclass import MANAGED_LABEL, runtime_class
+from fixtures.image import ALIAS_TAG, REPOSITORY
+
+PROBE_IMAGE = f"{REPOSITORY}:{ALIAS_TAG}"
+"""The probe image's alias tag; every node must already hold it (pods never pull)."""
+
+RUNTIME_LABEL = "sandcheck.dev/runtime"
+POLL_SECONDS = 0.1
+EVENTS_EVERY_SECONDS = 1.0
+
+# Sandbox failures that retrying cannot fix: the node has no such handler.
+_HANDLER_MISSING = ("no runtime for", "RuntimeHandler", "runtime handler", "not supported")
+# Container states that end a wait at once (the pod never gets to Running by itself).
+_FATAL_WAITING = {"ErrImageNeverPull", "InvalidImageName", "CreateContainerConfigError",
+                  "CreateContainerError", "RunContainerError", "CrashLoopBackOff",
+                  "ImageInspectError"}
+
+
+def kubectl_binary() -> str | None:
+    """The kubectl `sandcheck provision --kubernetes` built, else PATH's."""
+    from clusters.kubernetes_build import KUBERNETES_VERSION
+
+    for cand in (provision.path_dir() / "kubectl",
+                 provision.cache_dir() / "bin" / f"kubernetes-{KUBERNETES_VERSION}" / "kubectl"):
+        if cand.is_file():
+            return str(cand)
+    return shutil.which("kubectl")
+
+
+def namespace_for(run_id: str) -> str:
+    return f"sandcheck-{run_id}".lower()[:63].rstrip("-")
+
+
+def pod_manifest(spec: PodSpec, name: str, namespace: str, run_id: str,
+                 image: str = PROBE_IMAGE) -> dict[str, Any]:
+    """The Pod object for ``spec`` (pure: no API calls)."""
+    sc: dict[str, Any] = {
+        "seccompProfile": {"type": "Unconfined" if spec.seccomp == "Unconfined"
+                           else "RuntimeDefault"},
+    }
+    if spec.privileged:
+        sc["privileged"] = True
+    if spec.add_capabilities or spec.drop_capabilities:
+        sc["capabilities"] = {}
+        if spec.add_capabilities:
+            sc["capabilities"]["add"] = list(spec.add_capabilities)
+        if spec.drop_capabilities:
+            sc["capabilities"]["drop"] = list(spec.drop_capabilities)
+    if spec.run_as_user is not None:
+        sc["runAsUser"] = spec.run_as_user
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {RUN_LABEL: run_id, RUNTIME_LABEL: spec.runtime.name, **spec.labels},
+        },
+        "spec": {
+            "runtimeClassName": spec.runtime_class_name or spec.runtime.runtime_class,
+            "restartPolicy": "Never",
+            # Nothing in the pod talks to the API or to cluster DNS: no token volume
+            # (a tmpfs mount per pod), no service environment, the node's resolv.conf.
+            "automountServiceAccountToken": False,
+            "enableServiceLinks": False,
+            "dnsPolicy": "Default",
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{
+                "name": "probe",
+                "image": image,
+                "imagePullPolicy": "Never",
+                "command": list(spec.command),
+                "securityContext": sc,
+                **({"resources": spec.resources} if spec.resources else {}),
+            }],
+            **({"nodeName": spec.node_name} if spec.node_name else {}),
+            **({"nodeSelector": dict(spec.node_selector)} if spec.node_selector else {}),
+        },
+    }
+
+
+def _parse_time(value: Any) -> dt.datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, dt.datetime):
+        return value
+    try:
+        return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+@dataclass
+class KubePhaseTimes(PhaseTimes):
+    """Phases from the pod's own timestamps (the API's one-second resolution);
+    ``total()`` is the monotonic time from the create call to Running."""
+
+    wall_seconds: float = 0.0
+    timestamps: dict[str, str] = field(default_factory=dict)
+
+    def total(self) -> float:
+        return self.wall_seconds
+
+
+def phase_times(pod: dict[str, Any], wall_seconds: float) -> KubePhaseTimes:
+    """Consecutive phases from creationTimestamp, PodScheduled, Initialized, the
+    container's running.startedAt and ContainersReady (pure: works on the pod dict)."""
+    meta = pod.get("metadata") or {}
+    status = pod.get("status") or {}
+    marks: list[tuple[str, dt.datetime | None]] = [
+        ("created", _parse_time(meta.get("creationTimestamp")))]
+    conds = {c.get("type"): c for c in status.get("conditions") or []}
+    for key, ctype in (("scheduled", "PodScheduled"), ("initialized", "Initialized")):
+        marks.append((key, _parse_time((conds.get(ctype) or {}).get("lastTransitionTime"))))
+    started = None
+    for cs in status.get("containerStatuses") or []:
+        running = ((cs.get("state") or {}).get("running") or {})
+        started = _parse_time(running.get("startedAt")) or started
+    marks.append(("started", started))
+    marks.append(("ready", _parse_time((conds.get("ContainersReady") or {})
+                                       .get("lastTransitionTime"))))
+    times = KubePhaseTimes(wall_seconds=wall_seconds)
+    times.timestamps = {k: v.isoformat() for k, v in marks if v is not None}
+    prev_name, prev = marks[0]
+    for name, when in marks[1:]:
+        if when is None or prev is None:
+            continue
+        times.phases[f"{prev_name}_to_{name}_seconds"] = max(0.0,
+                                                             (when - prev).total_seconds())
+        prev_name, prev = name, when
+    return times
+
+
+class KubePod:
+    """A pod with one probe container, reached through the API."""
+
+    def __init__(self, cluster: KubeCluster, spec: PodSpec, name: str, namespace: str):
+        self.cluster = cluster
+        self.spec = spec
+        self.name = name
+        self.namespace = namespace
+        self.timings: PhaseTimes = KubePhaseTimes()
+        self.uid: str | None = None
+        self.node_name: str | None = None
+
+    def exec(self, argv: list[str], timeout: float = TIMEOUTS.exec) -> ExecResult:
+        return self.cluster.exec_in_pod(self, argv, timeout)
+
+    def read(self) -> dict[str, Any]:
+        return self.cluster.read_pod(self.name, self.namespace)
+
+    def describe(self) -> str:
+        return self.cluster.describe_pod(self.name, self.namespace)
+
+    def events(self) -> str:
+        return self.cluster.pod_events_text(self.name, self.namespace)
+
+    def diagnostics(self) -> str:
+        return self.cluster.pod_diagnostics(self.name, self.namespace,
+                                            runtime=self.spec.runtime.name)
+
+
+class KubeCluster:
+    """API-side pod handling shared by the Kubernetes backends.
+
+    Subclasses set ``kubeconfig_path`` before calling ``connect()`` and may override
+    ``component_logs()`` (name -> log tail) for the evidence of failures.
+    """
+
+    name = "kubernetes"
+    kubernetes = True
+
+    def __init__(self, runtimes: list[Runtime], run_id: str):
+        self.runtimes = runtimes
+        self.run_id = run_id
+        self.namespace = namespace_for(run_id)
+        self.kubeconfig_path: Path | None = None
+        self.api_client = None
+        self.verified: dict[str, Any] = {}
+        """Handler -> how it was verified (a pod of its class ran)."""
+        self.missing_handlers: dict[str, str] = {}
+        """Handler -> why pods of its class cannot start on this cluster."""
+        self.created_runtime_classes: list[str] = []
+        self._namespace_ready = False
+
+    # -- API access -----------------------------------------------------------------------
+
+    def connect(self, timeout: float = 30.0) -> None:
+        """An API client for ``kubeconfig_path`` (no process-wide default is touched)."""
+        from kubernetes import config as kconfig
+
+        try:
+            self.api_client = kconfig.new_client_from_config(config_file=str(self.kubeconfig_path))
+        except Exception as exc:  # the client raises ConfigException, OSError, yaml errors
+            raise UserError(f"cannot load kubeconfig {self.kubeconfig_path}: {exc}") from None
+        self.api_client.configuration.retries = 0
+
+    @property
+    def core(self):
+        from kubernetes import client
+
+        return client.CoreV1Api(self.api_client)
+
+    @property
+    def node_api(self):
+        from kubernetes import client
+
+        return client.NodeV1Api(self.api_client)
+
+    def server_version(self) -> str | None:
+        from kubernetes import client
+
+        try:
+            return client.VersionApi(self.api_client).get_code(_request_timeout=10).git_version
+        except Exception:
+            return None
+
+    def component_logs(self) -> dict[str, str]:
+        return {}
+
+    def kubectl(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess | None:
+        exe = kubectl_binary()
+        if exe is None or self.kubeconfig_path is None:
+            return None
+        try:
+            return subprocess.run([exe, "--kubeconfig", str(self.kubeconfig_path), *args],
+                                  capture_output=True, text=True, timeout=timeout)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return subprocess.CompletedProcess([exe, *args], 1, "", str(exc))
+
+    # -- runtime classes -------------------------------------------------------------------
+
+    def ensure_runtime_classes(self, use_existing: bool = False) -> list[str]:
+        """Create the RuntimeClass of each selected runtime (notes on what was found)."""
+        from kubernetes.client.rest import ApiException
+
+        notes = []
+        for rt in self.runtimes:
+            body = runtime_class(rt)
+            name = body["metadata"]["name"]
+            try:
+                found = self.node_api.read_runtime_class(name, _request_timeout=30)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise ComponentError(f"reading RuntimeClass {name}: {exc.status} "
+                                         f"{exc.reason}") from None
+                found = None
+            if found is not None:
+                managed = (found.metadata.labels or {}).get(MANAGED_LABEL) == "true"
+                if found.handler != rt.handler and not use_existing:
+                    raise UserError(
+                        f"RuntimeClass {name} already exists with handler {found.handler!r}, "
+                        f"the catalog's {rt.name} needs {rt.handler!r}: delete it, or pass "
+                        "--use-existing-runtimeclasses to test the cluster's class as it is")
+                notes.append(f"RuntimeClass {name} exists (handler {found.handler}"
+                             f"{', made by sandcheck' if managed else ''})")
+                continue
+            if use_existing:
+                raise UserError(f"RuntimeClass {name} (for {rt.name}) does not exist on the "
+                                "cluster: create it, or run without "
+                                "--use-existing-runtimeclasses so sandcheck creates it")
+            try:
+                self.node_api.create_runtime_class(body, _request_timeout=30)
+            except ApiException as exc:
+                raise ComponentError(f"creating RuntimeClass {name}: {exc.status} "
+                                     f"{exc.reason}: {exc.body}") from None
+            self.created_runtime_classes.append(name)
+            notes.append(f"RuntimeClass {name} created (handler {rt.handler})")
+        return notes
+
+    def delete_runtime_classes(self) -> None:
+        for name in self.created_runtime_classes:
+            try:
+                self.node_api.delete_runtime_class(name, _request_timeout=30)
+            except Exception:
+                pass
+        self.created_runtime_classes = []
+
+    # -- namespace ---------------------------------------------------------------------------
+
+    def ensure_namespace(self, timeout: float = TIMEOUTS.pod_start) -> str:
+        """The run's namespace, with its default ServiceAccount (pods need it to exist)."""
+        from kubernetes.client.rest import ApiException
+
+        if self._namespace_ready:
+            return self.namespace
+        body = {"apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": self.namespace, "labels": {RUN_LABEL: self.run_id}}}
+        try:
+            self.core.create_namespace(body, _request_timeout=30)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise ComponentError(f"creating namespace {self.namespace}: {exc.status} "
+                                     f"{exc.reason}: {exc.body}") from None
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.core.read_namespaced_service_account("default", self.namespace,
+                                                          _request_timeout=10)
+                break
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise ComponentError(f"reading the default ServiceAccount of "
+                                         f"{self.namespace}: {exc.status} {exc.reason}") from None
+            if time.monotonic() > deadline:
+                raise ComponentError(
+                    f"namespace {self.namespace} got no default ServiceAccount within "
+                    f"{timeout:.0f}s (is kube-controller-manager running?)"
+                    + self._logs_text())
+            time.sleep(0.2)
+        self._namespace_ready = True
+        return self.namespace
+
+    def delete_namespace(self, timeout: float = TIMEOUTS.pod_delete) -> bool:
+        """Delete the run's namespace and wait (bounded) until it is gone."""
+        from kubernetes.client.rest import ApiException
+
+        if self.api_client is None:
+            return True
+        try:
+            self.core.delete_namespace(self.namespace, grace_period_seconds=0,
+                                       _request_timeout=30)
+        except ApiException as exc:
+            if exc.status == 404:
+                return True
+            return False
+        except Exception:
+            return False
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                self.core.read_namespace(self.namespace, _request_timeout=10)
+            except ApiException as exc:
+                if exc.status == 404:
+                    self._namespace_ready = False
+                    return True
+            except Exception:
+                return False
+            time.sleep(0.5)
+        return False
+
+    # -- pods ----------------------------------------------------------------------------------
+
+    def create_pod(self, spec: PodSpec) -> KubePod:
+        from kubernetes.client.rest import ApiException
+
+        handler = spec.runtime.handler
+        if handler in self.missing_handlers and spec.runtime_class_name is None:
+            raise ComponentError(f"handler {handler!r} is not usable on this cluster: "
+                                 f"{self.missing_handlers[handler]}")
+        namespace = self.ensure_namespace()
+        name = unique_name(spec.name_prefix)
+        pod = KubePod(self, spec, name, namespace)
+        body = pod_manifest(spec, name, namespace, self.run_id)
+        start = time.monotonic()
+        try:
+            created = self.core.create_namespaced_pod(namespace, body, _request_timeout=30)
+        except ApiException as exc:
+            raise ComponentError(f"the API refused pod {name} "
+                                 f"(runtimeClassName {body['spec']['runtimeClassName']}): "
+                                 f"{exc.status} {exc.reason}: {_api_message(exc)}") from None
+        pod.uid = created.metadata.uid
+        try:
+            data = self._wait_running(pod, start, TIMEOUTS.pod_start)
+        except BaseException:
+            self.delete_pod(pod, wait=False)
+            raise
+        pod.timings = phase_times(data, time.monotonic() - start)
+        pod.node_name = (data.get("spec") or {}).get("nodeName")
+        return pod
+
+    def _wait_running(self, pod: KubePod, start: float, timeout: float) -> dict[str, Any]:
+        deadline = start + timeout
+        next_events = start + EVENTS_EVERY_SECONDS
+        while True:
+            data = self.read_pod(pod.name, pod.namespace)
+            status = data.get("status") or {}
+            phase = status.get("phase")
+            if phase == "Running" and _containers_running(status):
+                return data
+            problem = _fatal_problem(status)
+            if problem is None and time.monotonic() >= next_events:
+                next_events = time.monotonic() + EVENTS_EVERY_SECONDS
+                problem = self._handler_problem(pod)
+            if problem is not None:
+                raise ComponentError(f"pod {pod.namespace}/{pod.name} "
+                                     f"({pod.spec.runtime.name}) cannot start: {problem}\n"
+                                     + self.pod_diagnostics(pod.name, pod.namespace,
+                                                            pod.spec.runtime.name))
+            if time.monotonic() >= deadline:
+                raise ComponentError(
+                    f"pod {pod.namespace}/{pod.name} ({pod.spec.runtime.name}) not Running "
+                    f"within {timeout:.0f}s (phase {phase})\n"
+                    + self.pod_diagnostics(pod.name, pod.namespace, pod.spec.runtime.name))
+            time.sleep(POLL_SECONDS)
+
+    def _handler_problem(self, pod: KubePod) -> str | None:
+        """A FailedCreatePodSandBox event that says the node lacks the handler."""
+        for ev in self._events(pod.name, pod.namespace):
+            msg = ev.message or ""
+            if ev.reason == "FailedCreatePodSandBox" and any(s in msg for s in _HANDLER_MISSING):
+                return msg
+        return None
+
+    def node_kernel(self, pod: KubePod) -> str | None:
+        """The kernel release the pod's node reports (for clusters that are not this host)."""
+        node = pod.node_name or (pod.read().get("spec") or {}).get("nodeName")
+        if not node:
+            return None
+        return self.core.read_node(node, _request_timeout=30).status.node_info.kernel_version
+
+    def read_pod(self, name: str, namespace: str) -> dict[str, Any]:
+        from kubernetes.client.rest import ApiException
+
+        try:
+            obj = self.core.read_namespaced_pod(name, namespace, _request_timeout=30)
+        except ApiException as exc:
+            raise ComponentError(f"reading pod {namespace}/{name}: {exc.status} "
+                                 f"{exc.reason}") from None
+        return self.api_client.sanitize_for_serialization(obj)
+
+    def delete_pod(self, pod: KubePod, wait: bool = True) -> None:
+        from kubernetes.client.rest import ApiException
+
+        if self.api_client is None:
+            return
+        # A graceful delete (the pod's own 1 s grace): the object goes only once kubelet
+        # has stopped its containers and sandbox; grace 0 would drop the object at once
+        # and leave the runtime's processes to die later.
+        try:
+            self.core.delete_namespaced_pod(pod.name, pod.namespace, _request_timeout=30)
+        except ApiException:
+            return
+        except Exception:
+            return
+        if not wait:
+            return
+        # The runtime's processes go with the pod: wait for the API object to be gone so
+        # the next measurement does not see them.
+        deadline = time.monotonic() + TIMEOUTS.pod_delete
+        while time.monotonic() < deadline:
+            try:
+                self.core.read_namespaced_pod(pod.name, pod.namespace, _request_timeout=10)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return
+            except Exception:
+                return
+            time.sleep(0.2)
+
+    def exec_in_pod(self, pod: KubePod, argv: list[str], timeout: float) -> ExecResult:
+        from kubernetes.client.rest import ApiException
+        from kubernetes.stream import stream
+        from kubernetes.stream.ws_client import ERROR_CHANNEL
+
+        start = time.monotonic()
+        try:
+            ws = stream(self.core.connect_get_namespaced_pod_exec, pod.name, pod.namespace,
+                        container="probe", command=list(argv), stdin=False, stdout=True,
+                        stderr=True, tty=False, _preload_content=False,
+                        _request_timeout=timeout)
+        except ApiException as exc:
+            raise ComponentError(f"exec in {pod.namespace}/{pod.name} refused: {exc.status} "
+                                 f"{exc.reason}: {_api_message(exc)}") from None
+        except Exception as exc:  # websocket handshake errors
+            raise ComponentError(f"exec in {pod.namespace}/{pod.name} failed: {exc}") from None
+        out: list[str] = []
+        err: list[str] = []
+        deadline = start + timeout
+        timed_out = False
+        try:
+            while ws.is_open():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    timed_out = True
+                    break
+                ws.update(timeout=min(1.0, remaining))
+                if ws.peek_stdout():
+                    out.append(ws.read_stdout())
+                if ws.peek_stderr():
+                    err.append(ws.read_stderr())
+            out.append(ws.read_stdout() if ws.peek_stdout() else "")
+            err.append(ws.read_stderr() if ws.peek_stderr() else "")
+            status_text = ws.read_channel(ERROR_CHANNEL)
+        finally:
+            ws.close()
+        seconds = time.monotonic() - start
+        if timed_out:
+            err.append(f"\nsandcheck: exec did not finish within {timeout:.0f}s")
+            return ExecResult(argv=list(argv), exit_code=-1, stdout="".join(out),
+                              stderr="".join(err), seconds=seconds)
+        code = exit_code_from_status(status_text)
+        if code is None:
+            err.append(f"\nsandcheck: the command did not run: {status_message(status_text)}")
+            code = -1
+        return ExecResult(argv=list(argv), exit_code=code, stdout="".join(out),
+                          stderr="".join(err), seconds=seconds)
+
+    def host_pids(self, pod: KubePod) -> list[int]:
+        return []
+
+    # -- evidence ---------------------------------------------------------------------------
+
+    def _events(self, name: str, namespace: str) -> list:
+        try:
+            return self.core.list_namespaced_event(
+                namespace, field_selector=f"involvedObject.name={name}",
+                _request_timeout=10).items
+        except Exception:
+            return []
+
+    def pod_events_text(self, name: str, namespace: str) -> str:
+        lines = []
+        epoch = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+
+        def when(ev) -> dt.datetime:
+            return ev.last_timestamp or ev.event_time or ev.first_timestamp or epoch
+
+        for ev in sorted(self._events(name, namespace), key=when):
+            source = (ev.source.component if ev.source else None) or ev.reporting_component
+            lines.append(f"{when(ev)} {ev.type} {ev.reason} ({source} x{ev.count or 1}): "
+                         f"{ev.message}")
+        return "\n".join(lines) or "(no events)"
+
+    def describe_pod(self, name: str, namespace: str) -> str:
+        proc = self.kubectl("describe", "pod", "-n", namespace, name)
+        if proc is None:
+            return "(kubectl not found: run `sandcheck provision --kubernetes`)"
+        return (proc.stdout or "") + (proc.stderr or "")
+
+    def _logs_text(self) -> str:
+        return "".join(f"\n--- {name} log tail:\n{tail}"
+                       for name, tail in self.component_logs().items())
+
+    def pod_diagnostics(self, name: str, namespace: str, runtime: str = "") -> str:
+        return (f"pod {namespace}/{name} runtime={runtime}\n"
+                f"--- events:\n{self.pod_events_text(name, namespace)}\n"
+                f"--- kubectl describe pod:\n{self.describe_pod(name, namespace)}"
+                + self._logs_text())
+
+    def handler_check(self, timeout: float = TIMEOUTS.pod_start) -> dict[str, str]:
+        """Start one pod per selected runtime class; handler -> problem for those that fail."""
+        problems: dict[str, str] = {}
+        for rt in self.runtimes:
+            spec = PodSpec(runtime=rt, name_prefix=f"check-{rt.name}"[:40])
+            try:
+                pod = self.create_pod(spec)
+            except ComponentError as exc:
+                problems[rt.handler] = str(exc).split("\n", 1)[0]
+                self.missing_handlers[rt.handler] = problems[rt.handler]
+                continue
+            self.verified[rt.handler] = f"pod {pod.name} of RuntimeClass " \
+                                        f"{rt.runtime_class} ran on {pod.node_name}"
+            self.delete_pod(pod)
+        return problems
+
+
+def exit_code_from_status(text: Any) -> int | None:
+    """The exit code in the exec error channel's Status (pure).
+
+    Success is ``{"status": "Success"}``; a non-zero exit is a Failure whose
+    details.causes carry ``ExitCode``; anything else (a failure to start the command)
+    has no exit code."""
+    import json
+
+    if not text:
+        return None
+    try:
+        status = json.loads(text) if isinstance(text, str) else text
+    except ValueError:
+        return None
+    if status.get("status") == "Success":
+        return 0
+    for cause in (status.get("details") or {}).get("causes") or []:
+        if cause.get("reason") == "ExitCode":
+            try:
+                return int(cause.get("message"))
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
+def status_message(text: Any) -> str:
+    """The message of an exec error channel's Status, else the text itself (pure)."""
+    import json
+
+    try:
+        return json.loads(text).get("message") or str(text)
+    except (TypeError, ValueError, AttributeError):
+        return str(text)
+
+
+def _containers_running(status: dict[str, Any]) -> bool:
+    statuses = status.get("containerStatuses") or []
+    return bool(statuses) and all((cs.get("state") or {}).get("running") for cs in statuses)
+
+
+def _fatal_problem(status: dict[str, Any]) -> str | None:
+    phase = status.get("phase")
+    if phase in ("Failed", "Succeeded"):
+        return f"pod phase {phase} ({status.get('reason') or ''} {status.get('message') or ''})"
+    for cs in status.get("containerStatuses") or []:
+        state = cs.get("state") or {}
+        waiting = state.get("waiting") or {}
+        if waiting.get("reason") in _FATAL_WAITING:
+            hint = ""
+            if waiting.get("reason") == "ErrImageNeverPull":
+                hint = (f" (the probe image {PROBE_IMAGE} is not on the node: import the "
+                        "archive fixtures/image.py builds with `ctr -n k8s.io images import`)")
+            return f"container {cs.get('name')}: {waiting.get('reason')}: " \
+                   f"{waiting.get('message') or ''}{hint}"
+        term = state.get("terminated")
+        if term:
+            return f"container {cs.get('name')} exited {term.get('exitCode')} " \
+                   f"({term.get('reason')}): {term.get('message') or ''}"
+    return None
+
+
+def _api_message(exc) -> str:
+    import json
+
+    try:
+        return json.loads(exc.body).get("message") or exc.body
+    except (TypeError, ValueError, AttributeError):
+        return str(exc.body)

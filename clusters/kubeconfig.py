@@ -1,0 +1,109 @@
+"""The kubeconfig backend: an existing cluster, reached through its kubeconfig.
+
+Nodes are never touched. What the run creates: one namespace (``sandcheck-<run id>``,
+labelled with the run id) and, unless ``--use-existing-runtimeclasses``, the RuntimeClasses
+of the selected runtimes that do not exist yet (labelled ``sandcheck.dev/managed``);
+stop() deletes exactly those.
+
+Before any suite runs, one pod per RuntimeClass checks that its handler exists on the
+nodes; the classes whose pods cannot start are reported by name with the reason, and
+every later pod of such a class fails at once with that reason.
+
+The probe image must already be on every node, since pods use ``imagePullPolicy: Never``
+(no registry is assumed). Build it with ``python -c 'from fixtures.image import
+build_probe_image; print(build_probe_image(__import__("pathlib").Path("probe")).archive)'``
+(or any sandcheck run, which caches it under ~/.cache/sandcheck/probe) and import the
+archive on each node into containerd's CRI namespace::
+
+    ctr -n k8s.io images import --all-platforms probe-image.tar
+
+It is then known as ``localhost/sandcheck/probe:latest``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from clusters.backend import TIMEOUTS
+from clusters.catalog import Runtime
+from clusters.errors import UserError
+from clusters.kube import PROBE_IMAGE, KubeCluster
+
+
+class ExistingCluster(KubeCluster):
+    name = "kubeconfig"
+    kubernetes = True
+
+    def __init__(self, runtimes: list[Runtime], run_id: str, kubeconfig: str | Path,
+                 use_existing: bool = False, keep: bool = False):
+        super().__init__(runtimes, run_id)
+        self.kubeconfig_path = Path(kubeconfig).expanduser()
+        self.use_existing = use_existing
+        self.keep = keep
+        self.notes: list[str] = []
+
+    def start(self) -> None:
+        """Attach; on a failure or interrupt, remove what this run created so far."""
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
+        if not self.kubeconfig_path.is_file():
+            raise UserError(f"--kubeconfig {self.kubeconfig_path}: no such file")
+        self.connect()
+        self._check_reachable()
+        self.notes = self.ensure_runtime_classes(use_existing=self.use_existing)
+        self.ensure_namespace()
+        problems = self.handler_check(timeout=TIMEOUTS.pod_start)
+        for handler, why in problems.items():
+            classes = [rt.runtime_class for rt in self.runtimes if rt.handler == handler]
+            print(f"sandcheck: RuntimeClass {', '.join(classes)} (handler {handler!r}) cannot "
+                  f"run pods on this cluster: {why}", file=sys.stderr, flush=True)
+
+    def _check_reachable(self) -> None:
+        from kubernetes import client
+
+        try:
+            client.VersionApi(self.api_client).get_code(_request_timeout=15)
+        except Exception as exc:  # urllib3 connection errors, TLS errors, 401/403
+            server = self.api_client.configuration.host
+            reason = getattr(exc, "reason", None) or exc
+            raise UserError(f"the cluster in {self.kubeconfig_path} is unreachable at "
+                            f"{server}: {reason}") from None
+
+    def environment(self) -> dict[str, Any]:
+        env: dict[str, Any] = {
+            "backend": self.name,
+            "kubernetes": self.server_version(),
+            "server": self.api_client.configuration.host if self.api_client else None,
+            "probe_image": PROBE_IMAGE,
+            "runtime_classes": self.notes,
+            "handlers_verified": dict(self.verified),
+            "handlers_missing": dict(self.missing_handlers),
+        }
+        try:
+            nodes = self.core.list_node(_request_timeout=15).items
+            env["nodes"] = [{"name": n.metadata.name,
+                             "kubelet": n.status.node_info.kubelet_version,
+                             "container_runtime": n.status.node_info.container_runtime_version,
+                             "kernel": n.status.node_info.kernel_version,
+                             "os_image": n.status.node_info.os_image} for n in nodes]
+        except Exception as exc:
+            env["nodes"] = f"not readable: {exc}"
+        return env
+
+    def stop(self) -> None:
+        if self.keep or self.api_client is None:
+            return
+        self.delete_namespace(timeout=TIMEOUTS.pod_delete)
+        self.delete_runtime_classes()
+        try:
+            self.api_client.close()
+        except Exception:
+            pass
+        self.api_client = None
