@@ -27,28 +27,39 @@ def _run_dirs() -> set[Path]:
     return {p for p in base.iterdir()} if base.is_dir() else set()
 
 
+def _pods_started(backend: str, new: set[Path]) -> Path | None:
+    """The run's work dir once it has at least two pods running."""
+    for workdir in new:
+        pods = workdir / ("pods" if backend == "node" else "kubelet/pods")
+        if workdir.name.startswith(f"{backend}-") and pods.is_dir() and \
+                len(list(pods.iterdir())) >= 2:
+            return workdir
+    return None
+
+
 @pytest.mark.integration
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_interrupted_run_leaves_nothing(tmp_path, sig):
+@pytest.mark.parametrize("backend,sig", [("node", signal.SIGINT), ("node", signal.SIGTERM),
+                                         ("local", signal.SIGINT)],
+                         ids=["node-SIGINT", "node-SIGTERM", "local-SIGINT"])
+def test_interrupted_run_leaves_nothing(tmp_path, backend, sig):
     before = _run_dirs()
     proc = subprocess.Popen(
         [sys.executable, "-m", "pytest", "suites/isolation", "-q", "-p", "no:cacheprovider",
-         "--runtimes", "runc,runsc", "--report-dir", str(tmp_path / "report")],
+         "--backend", backend, "--runtimes", "runc,runsc",
+         "--report-dir", str(tmp_path / "report")],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         preexec_fn=_restore_default_signals,
     )
     try:
         deadline = time.monotonic() + 120
-        pods_dir = None
+        workdir = None
         while time.monotonic() < deadline and proc.poll() is None:
-            new = _run_dirs() - before
-            pods = [p / "pods" for p in new if (p / "pods").is_dir()]
-            if pods and len(list(pods[0].iterdir())) >= 2:
-                pods_dir = pods[0]
+            workdir = _pods_started(backend, _run_dirs() - before)
+            if workdir is not None:
                 break
             time.sleep(0.1)
-        assert pods_dir is not None, "the suite never started pods"
-        workdir = pods_dir.parent
+        assert workdir is not None, "the suite never started pods"
+        run_dirs = {p for p in _run_dirs() - before}
         assert hostproc.processes_mentioning(str(workdir)), "no daemon ran for the suite"
         os.kill(proc.pid, sig)
         out, _ = proc.communicate(timeout=180)
@@ -57,11 +68,14 @@ def test_interrupted_run_leaves_nothing(tmp_path, sig):
             proc.kill()
             proc.wait()
     assert "KeyboardInterrupt" in out or "Interrupted" in out, out[-2000:]
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and hostproc.processes_mentioning(str(workdir)):
-        time.sleep(0.2)
-    assert hostproc.processes_mentioning(str(workdir)) == []
-    assert hostproc.mounts_under(str(workdir)) == []
-    assert not workdir.exists(), f"{workdir} was left behind"
-    bridge = bridge_name(workdir.name.split("-", 1)[1])
-    assert not os.path.exists(f"/sys/class/net/{bridge}"), f"bridge {bridge} was left"
+    for d in run_dirs:  # the local backend's node has a work dir of its own
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and hostproc.processes_mentioning(str(d)):
+            time.sleep(0.2)
+        assert hostproc.processes_mentioning(str(d)) == []
+        assert hostproc.mounts_under(str(d)) == []
+        assert not d.exists(), f"{d} was left behind"
+        bridge = bridge_name(d.name.split("-", 1)[1])
+        assert not os.path.exists(f"/sys/class/net/{bridge}"), f"bridge {bridge} was left"
+    run_id = workdir.name.split("-", 1)[1]
+    assert not list(Path("/sys/fs/cgroup").glob(f"*/sandcheck-{run_id}")), "cgroups were left"
