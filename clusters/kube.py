@@ -472,13 +472,17 @@ class KubeCluster:
             time.sleep(0.2)
 
     def exec_in_pod(self, pod: KubePod, argv: list[str], timeout: float) -> ExecResult:
+        from kubernetes import client
         from kubernetes.client.rest import ApiException
         from kubernetes.stream import stream
         from kubernetes.stream.ws_client import ERROR_CHANNEL
 
         start = time.monotonic()
+        # stream() rewires the ApiClient it is given; a client of its own per exec keeps
+        # the shared one (and concurrent execs of a burst) intact.
+        exec_api = client.CoreV1Api(client.ApiClient(self.api_client.configuration))
         try:
-            ws = stream(self.core.connect_get_namespaced_pod_exec, pod.name, pod.namespace,
+            ws = stream(exec_api.connect_get_namespaced_pod_exec, pod.name, pod.namespace,
                         container="probe", command=list(argv), stdin=False, stdout=True,
                         stderr=True, tty=False, _preload_content=False,
                         _request_timeout=timeout)

@@ -680,12 +680,14 @@ class LocalCluster(KubeCluster):
         """Shim and sandbox processes of the pod (their command lines name its sandbox)."""
         if self.node is None or self.node.daemon is None:
             return []
+        from clusters.node import sandbox_pids
+
         proc = self.node.daemon.crictl("pods", "-q", "--name", pod.name, "--namespace",
                                        pod.namespace, check=False, timeout=30)
-        pids: list[int] = []
+        pids: set[int] = set()
         for sandbox in proc.stdout.split():
-            pids.extend(pid for pid, _ in hostproc.processes_mentioning(sandbox))
-        return sorted(set(pids))
+            pids.update(sandbox_pids(self.node.daemon, sandbox))
+        return sorted(pids)
 
     # -- teardown -------------------------------------------------------------------------
 

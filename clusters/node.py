@@ -129,12 +129,13 @@ class NodeBackend:
         # Lowering the sandbox's oom_score_adj needs CAP_SYS_RESOURCE, which root lacks on
         # some VMs and CI containers; restricting it to containerd's own score always works.
         runtime_settings = {"restrict_oom_score_adj": True, "cni": cni}
+        default = self.runtimes[0].handler
         if schema == 2:
             plugins["io.containerd.grpc.v1.cri"] = {
                 **runtime_settings,
                 "sandbox_image": self.image.alias,
                 "netns_mounts_under_state_dir": True,
-                "containerd": {"snapshotter": "overlayfs", "default_runtime_name": "runc"},
+                "containerd": {"snapshotter": "overlayfs", "default_runtime_name": default},
             }
         else:
             doc["imports"] = []
@@ -143,7 +144,7 @@ class NodeBackend:
             plugins["io.containerd.cri.v1.runtime"] = {
                 **runtime_settings,
                 "netns_mounts_under": str(self.workdir / "netns"),
-                "containerd": {"default_runtime_name": "runc"},
+                "containerd": {"default_runtime_name": default},
             }
         report = cc.patch(doc, self.runtimes, str(etc), schema=schema)
         # Private runtime roots: a crash leaves state under the work dir, found by cleanup.
@@ -219,7 +220,7 @@ class NodeBackend:
 
     # -- pods ----------------------------------------------------------------------------
 
-    def _pod_config(self, spec: PodSpec, name: str) -> dict[str, Any]:
+    def pod_config(self, spec: PodSpec, name: str) -> dict[str, Any]:
         return {
             "metadata": {"name": name, "namespace": POD_NAMESPACE, "uid": name, "attempt": 0},
             "hostname": name,
@@ -230,7 +231,7 @@ class NodeBackend:
                                                                   "ipc": 0}}},
         }
 
-    def _container_config(self, spec: PodSpec) -> dict[str, Any]:
+    def container_config(self, spec: PodSpec) -> dict[str, Any]:
         sc: dict[str, Any] = {"privileged": spec.privileged,
                               "namespace_options": {"network": 0, "pid": 1, "ipc": 0}}
         if spec.seccomp == "RuntimeDefault":
@@ -260,8 +261,8 @@ class NodeBackend:
         (pod.dir / "logs").mkdir(exist_ok=True)
         pod_json = pod.dir / "pod.json"
         ctr_json = pod.dir / "container.json"
-        pod_json.write_text(json.dumps(self._pod_config(spec, name)))
-        ctr_json.write_text(json.dumps(self._container_config(spec)))
+        pod_json.write_text(json.dumps(self.pod_config(spec, name)))
+        ctr_json.write_text(json.dumps(self.container_config(spec)))
         crictl = self.daemon.crictl
         t = TIMEOUTS.pod_start
         try:
@@ -296,7 +297,7 @@ class NodeBackend:
         """Shim and sandbox processes of this pod (their command lines name its sandbox id)."""
         if pod.pod_id is None:
             return []
-        return [pid for pid, _ in hostproc.processes_mentioning(pod.pod_id)]
+        return sandbox_pids(self.daemon, pod.pod_id)
 
     # -- teardown ------------------------------------------------------------------------
 
@@ -313,6 +314,15 @@ class NodeBackend:
         remove_network(self.run_id)
         hostproc.kill_all([p for p, _ in hostproc.processes_mentioning(str(self.workdir))])
         hostproc.remove_tree(self.workdir)
+
+
+def sandbox_pids(daemon: PrivateContainerd, pod_id: str) -> list[int]:
+    """Host processes of a sandbox and its containers: shims, runsc's sandbox, gofers and
+    waiters name one of these ids on their command lines."""
+    ids = [pod_id, *daemon.crictl("ps", "-a", "-q", "--pod", pod_id, check=False,
+                                  timeout=30).stdout.split()]
+    pids = {pid for one in ids for pid, _ in hostproc.processes_mentioning(one)}
+    return sorted(pids)
 
 
 def remove_network(run_id: str) -> None:
