@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -216,7 +217,20 @@ class NodeBackend:
             "probe_image": self.image.ref if self.image else None,
             "cgroup_mode": provision.cgroup_mode(),
             "versions": provision.versions(),
+            "runtime_binaries": self._runtime_binaries(),
         }
+
+    def _runtime_binaries(self) -> dict[str, str]:
+        """Which build of each runtime binary containerd runs (the path names the build:
+        a ``gvisor-shim-oom-tolerant-*`` directory is the shim built for hosts without
+        CAP_SYS_RESOURCE)."""
+        path = self.daemon.env()["PATH"] if self.daemon else None
+        found = {}
+        for rt in self.runtimes:
+            for name in rt.binaries:
+                exe = shutil.which(name, path=path)
+                found[name] = os.path.realpath(exe) if exe else "not found"
+        return found
 
     # -- pods ----------------------------------------------------------------------------
 
