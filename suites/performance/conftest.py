@@ -25,6 +25,7 @@ from clusters import hostproc
 from clusters.backend import TIMEOUTS, Pod, PodSpec
 from clusters.catalog import Runtime
 from clusters.cleanup import OWNER_FILE
+from fixtures.plugin import say
 from fixtures.pods import require_runtime
 
 FAILED_START_LIMIT = 0.2
@@ -99,21 +100,8 @@ def perf_options(request: pytest.FixtureRequest) -> PerfOptions:
 
 @pytest.fixture(scope="session")
 def progress(request: pytest.FixtureRequest) -> Callable[[str], None]:
-    """One short line on the terminal, written past output capture (``-q`` or not)."""
-    config = request.config
-    terminal = config.pluginmanager.get_plugin("terminalreporter")
-    capture = config.pluginmanager.get_plugin("capturemanager")
-
-    def say(line: str) -> None:
-        if terminal is None:
-            return
-        if capture is not None:
-            with capture.global_and_fixture_disabled():
-                terminal.write_line(f"[performance] {line}")
-        else:
-            terminal.write_line(f"[performance] {line}")
-
-    return say
+    """One short line on the terminal per runtime and phase."""
+    return lambda line: say(request.config, f"[performance] {line}")
 
 
 # ---- timing one start -----------------------------------------------------------------------
