@@ -105,7 +105,8 @@ class NodeBackend:
 
     def __init__(self, runtimes: list[Runtime], run_id: str, containerd: str | None = None,
                  keep: bool = False):
-        self.runtimes = runtimes
+        self.runtimes = list(runtimes)
+        self.missing_runtimes: dict[str, str] = {}
         self.run_id = run_id
         self.keep = keep
         self.workdir = hostproc.WORK_BASE / f"node-{run_id}"
@@ -180,10 +181,7 @@ class NodeBackend:
     def start(self) -> None:
         from fixtures.image import build_probe_image, import_into_containerd
 
-        missing = [f"{rt.name} ({rt.unavailable})" for rt in self.runtimes if rt.unavailable
-                   and not all(provision._which(b) for b in rt.binaries)]
-        if missing:
-            raise UserError("cannot run on this node: " + "; ".join(missing))
+        self._drop_missing_runtimes()
         from clusters.cleanup import claim
 
         claim(self.workdir)
@@ -204,6 +202,20 @@ class NodeBackend:
                 raise ComponentError(f"containerd does not list handler {rt.handler!r} after "
                                      f"loading {self.daemon.config_path}")
             self.verified[rt.handler] = got.get("runtimeType")
+
+    def _drop_missing_runtimes(self) -> None:
+        """Leave out runtimes whose binaries this node lacks; their checks skip, naming why."""
+        path = os.pathsep.join([str(Path(self.containerd_binary).parent),
+                                str(provision.path_dir()), os.environ.get("PATH", "")])
+        for rt in list(self.runtimes):
+            absent = [b for b in rt.binaries if shutil.which(b, path=path) is None]
+            if absent:
+                how = rt.unavailable or f"run `sandcheck provision --runtimes {rt.name}`"
+                self.missing_runtimes[rt.name] = f"{', '.join(absent)} not found: {how}"
+                self.runtimes.remove(rt)
+        if not self.runtimes:
+            raise UserError("none of the selected runtimes can run here: " + "; ".join(
+                f"{k}: {v}" for k, v in self.missing_runtimes.items()))
 
     def _ctr(self) -> str:
         sibling = Path(self.containerd_binary).parent / "ctr"
