@@ -175,6 +175,10 @@ class KubePod:
     def describe(self) -> str:
         return self.cluster.describe_pod(self.name, self.namespace)
 
+    def inspect(self) -> dict[str, Any]:
+        """containerd's own view (sandbox, container) where the backend can reach the node."""
+        return self.cluster.inspect_pod(self)
+
     def events(self) -> str:
         return self.cluster.pod_events_text(self.name, self.namespace)
 
@@ -424,6 +428,9 @@ class KubeCluster:
             if ev.reason == "FailedCreatePodSandBox" and any(s in msg for s in _HANDLER_MISSING):
                 return msg
         return None
+
+    def inspect_pod(self, pod: KubePod) -> dict[str, Any]:
+        return {}
 
     def node_kernel(self, pod: KubePod) -> str | None:
         """The kernel release the pod's node reports (for clusters that are not this host)."""

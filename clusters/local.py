@@ -662,19 +662,33 @@ class LocalCluster(KubeCluster):
             env["handlers_verified"] = node_env.get("handlers_verified")
         return env
 
-    def sandbox_handler(self, pod: KubePod) -> str | None:
-        """The runtime handler containerd ran the pod's sandbox with (CRI's own answer)."""
+    def inspect_pod(self, pod: KubePod) -> dict[str, Any]:
+        """`crictl inspectp`/`inspect` of the pod's sandbox and probe container: nanosecond
+        timestamps and the runtime handler, from containerd itself."""
         import json
 
-        proc = self.node.daemon.crictl("pods", "-q", "--name", pod.name, "--namespace",
-                                       pod.namespace, check=False, timeout=30)
-        for sandbox in proc.stdout.split():
-            out = self.node.daemon.crictl("inspectp", sandbox, check=False, timeout=30).stdout
+        daemon = self.node.daemon
+        found: dict[str, Any] = {}
+        sandboxes = daemon.crictl("pods", "-q", "--name", pod.name, "--namespace",
+                                  pod.namespace, check=False, timeout=30).stdout.split()
+        if not sandboxes:
+            return found
+        for key, argv in (("sandbox", ("inspectp", sandboxes[0])),
+                          ("container", ("inspect", *daemon.crictl(
+                              "ps", "-a", "-q", "--pod", sandboxes[0], check=False,
+                              timeout=30).stdout.split()[:1]))):
+            if len(argv) < 2:
+                continue
             try:
-                return json.loads(out)["status"].get("runtimeHandler")
-            except (json.JSONDecodeError, KeyError, TypeError):
-                return None
-        return None
+                found[key] = json.loads(daemon.crictl(*argv, check=False, timeout=30).stdout)
+            except json.JSONDecodeError:
+                continue
+        return found
+
+    def sandbox_handler(self, pod: KubePod) -> str | None:
+        """The runtime handler containerd ran the pod's sandbox with (CRI's own answer)."""
+        sandbox = self.inspect_pod(pod).get("sandbox") or {}
+        return (sandbox.get("status") or {}).get("runtimeHandler")
 
     def node_kernel(self, pod: KubePod) -> str | None:
         return platform.release()
