@@ -133,44 +133,28 @@ _GVISOR_UNFILTERED = {
 
 _VM_SYSCALLS: dict[str, frozenset[str]] = {}
 
+
+
+def _native(name: str, description: str, unavailable: str | None = None) -> Runtime:
+    """An OCI runtime binary driven through containerd's runc v2 shim, on the node's kernel."""
+    return Runtime(
+        name=name, handler=name, runtime_class=name, runtime_type="io.containerd.runc.v2",
+        description=description, options={"BinaryName": name},
+        binaries=(name, "containerd-shim-runc-v2"),
+        isolation=Isolation(own_kernel=False, syscalls=_NATIVE_SYSCALLS,
+                            syscalls_unfiltered=_NATIVE_UNFILTERED),
+        unavailable=unavailable,
+    )
+
+
 BUILTIN: dict[str, Runtime] = {
     r.name: r
     for r in (
-        Runtime(
-            name="runc",
-            handler="runc",
-            runtime_class="runc",
-            runtime_type="io.containerd.runc.v2",
-            description="OCI reference runtime; namespaces and cgroups on the node's kernel",
-            options={"BinaryName": "runc"},
-            binaries=("runc", "containerd-shim-runc-v2"),
-            isolation=Isolation(own_kernel=False, syscalls=_NATIVE_SYSCALLS,
-                                syscalls_unfiltered=_NATIVE_UNFILTERED),
-        ),
-        Runtime(
-            name="crun",
-            handler="crun",
-            runtime_class="crun",
-            runtime_type="io.containerd.runc.v2",
-            description="OCI runtime in C, driven through the runc v2 shim",
-            options={"BinaryName": "crun"},
-            binaries=("crun", "containerd-shim-runc-v2"),
-            isolation=Isolation(own_kernel=False, syscalls=_NATIVE_SYSCALLS,
-                                syscalls_unfiltered=_NATIVE_UNFILTERED),
-        ),
-        Runtime(
-            name="youki",
-            handler="youki",
-            runtime_class="youki",
-            runtime_type="io.containerd.runc.v2",
-            description="OCI runtime in Rust, driven through the runc v2 shim",
-            options={"BinaryName": "youki"},
-            binaries=("youki", "containerd-shim-runc-v2"),
-            isolation=Isolation(own_kernel=False, syscalls=_NATIVE_SYSCALLS,
-                                syscalls_unfiltered=_NATIVE_UNFILTERED),
-            unavailable="youki is not packaged for Debian 12; install it from its "
-            "releases and put it on PATH",
-        ),
+        _native("runc", "OCI reference runtime; namespaces and cgroups on the node's kernel"),
+        _native("crun", "OCI runtime in C, driven through the runc v2 shim"),
+        _native("youki", "OCI runtime in Rust, driven through the runc v2 shim",
+                unavailable="youki is not packaged for Debian 12; install it from its "
+                "releases and put it on PATH"),
         Runtime(
             name="runsc",
             handler="runsc",
