@@ -5,7 +5,6 @@ one directory per run, with the pid of the process that owns it."""
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 from clusters import hostproc
@@ -28,10 +27,6 @@ def _owner_alive(workdir: Path) -> bool:
     return pid != os.getpid() and Path(f"/proc/{pid}").exists()
 
 
-def _run_id(workdir: Path) -> str:
-    return workdir.name.split("-", 1)[1] if "-" in workdir.name else workdir.name
-
-
 def cleanup(dry_run: bool = False, force: bool = False) -> list[str]:
     """Remove every stale run directory and what lives in it; returns what was done."""
     done: list[str] = []
@@ -48,15 +43,13 @@ def cleanup(dry_run: bool = False, force: bool = False) -> list[str]:
                     f"{len(procs)} processes, {len(mounts)} mounts")
         if dry_run:
             continue
-        hostproc.kill_all([pid for pid, _ in procs])
-        remove_network(_run_id(workdir))
+        hostproc.kill_mentioning(workdir)
+        remove_network(hostproc.run_id_of(workdir))
         if workdir.name.startswith("local-"):
             from clusters.local import remove_leftovers
 
             done.extend(f"  {line}" for line in remove_leftovers(workdir))
         hostproc.remove_tree(workdir)
-        if workdir.exists():
-            shutil.rmtree(workdir, ignore_errors=True)
     if len(done) == 0:
         done.append(f"nothing to clean under {base}")
     return done

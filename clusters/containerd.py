@@ -50,7 +50,7 @@ class PrivateContainerd:
 
     def __init__(self, doc: tomlkit.TOMLDocument, workdir: Path, binary: str = "containerd",
                  config_origin: Path | None = None, extra_path: list[str] | None = None):
-        self.extra_path = [*(extra_path or []), str(provision.path_dir())]
+        self.extra_path = list(dict.fromkeys([*(extra_path or []), str(provision.path_dir())]))
         self.binary = find_binary(binary, "install containerd (apt-get install containerd) "
                                   "or run `sandcheck provision`", path=self.env()["PATH"])
         self.workdir = Path(workdir)
@@ -168,7 +168,6 @@ class PrivateContainerd:
                 self.proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 pass
-        hostproc.kill_all([p for p, _ in hostproc.processes_mentioning(str(self.workdir))])
         hostproc.remove_tree(self.workdir)
 
     def __enter__(self) -> PrivateContainerd:

@@ -243,6 +243,11 @@ def patch(
     return report
 
 
+def handler_table(doc: TOMLDocument, schema: int, handler: str) -> Table | None:
+    """The live (editable) table of ``handler`` in the table ``schema`` reads."""
+    return _get(doc, (*runtimes_path(schema), handler))
+
+
 def handlers(doc: TOMLDocument, schema: int | None = None) -> dict[str, dict[str, Any]]:
     """Handler name -> its table (plain dict), from the table ``schema`` reads."""
     table = _get(doc, runtimes_path(schema or schema_of(doc)))

@@ -104,9 +104,20 @@ def unmount_all(prefix: str) -> list[str]:
     return done
 
 
+def kill_mentioning(path: Path) -> list[int]:
+    """Stop every process whose command line names ``path`` (daemons, shims, sandboxes)."""
+    return kill_all([pid for pid, _ in processes_mentioning(str(path))])
+
+
 def remove_tree(path: Path) -> None:
-    """Unmount anything below ``path``, then delete it."""
+    """Stop the processes that name ``path``, unmount anything below it, then delete it."""
+    kill_mentioning(path)
     if not path.exists():
         return
     unmount_all(str(path))
     shutil.rmtree(path, ignore_errors=True)
+
+
+def run_id_of(workdir: Path) -> str:
+    """The run id in a work dir's name (``node-<run id>``, ``local-<run id>``)."""
+    return workdir.name.split("-", 1)[1] if "-" in workdir.name else workdir.name

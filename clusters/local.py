@@ -730,8 +730,7 @@ class LocalCluster(KubeCluster):
         steps.append(("close API client", self._close_client))
         if self.node is not None:
             steps.append(("stop node", self.node.stop))
-        steps.append(("kill leftovers", lambda: hostproc.kill_all(
-            [p for p, _ in hostproc.processes_mentioning(str(self.workdir))])))
+        steps.append(("kill leftovers", lambda: hostproc.kill_mentioning(self.workdir)))
         steps.append(("remove leftovers", lambda: remove_leftovers(
             self.workdir, remove_logs_dir=not self._logs_dir_existed)))
         steps.append(("remove work dir", lambda: hostproc.remove_tree(self.workdir)))
@@ -755,9 +754,8 @@ def remove_leftovers(workdir: Path, remove_logs_dir: bool = False) -> list[str]:
     """What a local run leaves outside its work dir once its processes are gone: its pod
     cgroup subtree and kubelet's /var/log/containers links. For `sandcheck cleanup` too."""
     done = []
-    run_id = workdir.name.split("-", 1)[1] if workdir.name.startswith("local-") else None
-    if run_id:
-        done += remove_cgroup_root(f"/sandcheck-{run_id}")
+    if workdir.name.startswith("local-"):
+        done += remove_cgroup_root(f"/sandcheck-{hostproc.run_id_of(workdir)}")
     done += remove_container_log_links(workdir, remove_dir=remove_logs_dir)
     return done
 

@@ -111,6 +111,9 @@ class NodeBackend:
         self.keep = keep
         self.workdir = hostproc.WORK_BASE / f"node-{run_id}"
         self.containerd_binary = containerd or default_containerd()
+        self.containerd_version = containerd_version(self.containerd_binary)
+        # containerd's own directory first: its runc shim and ctr are its siblings.
+        self.tool_dirs = [str(Path(self.containerd_binary).parent), str(provision.path_dir())]
         self.daemon: PrivateContainerd | None = None
         self.image = None
         self.verified: dict[str, Any] = {}
@@ -119,7 +122,7 @@ class NodeBackend:
 
     def config_document(self) -> tomlkit.TOMLDocument:
         """containerd config for this run: the catalog's handlers plus private paths."""
-        major = containerd_version(self.containerd_binary).split(".")[0]
+        major = self.containerd_version.split(".")[0]
         schema = 3 if major.isdigit() and int(major) >= 2 else 2
         doc = tomlkit.document()
         doc["version"] = schema
@@ -151,7 +154,7 @@ class NodeBackend:
         report = cc.patch(doc, self.runtimes, str(etc), schema=schema)
         # Private runtime roots: a crash leaves state under the work dir, found by cleanup.
         for rt in self.runtimes:
-            handler = cc._get(doc, (*cc.runtimes_path(schema), rt.handler))
+            handler = cc.handler_table(doc, schema, rt.handler)
             if rt.runtime_type == "io.containerd.runc.v2":
                 handler["options"]["Root"] = str(self.workdir / "runtime" / rt.handler)
         etc.mkdir(parents=True, exist_ok=True)
@@ -188,10 +191,9 @@ class NodeBackend:
         self.image = build_probe_image(provision.cache_dir() / "probe")
         self._write_cni()
         doc = self.config_document()
-        # The containerd's own directory first: its runc shim and ctr are its siblings.
-        extra = [str(Path(self.containerd_binary).parent), str(provision.path_dir())]
         self.daemon = PrivateContainerd(doc, self.workdir / "containerd",
-                                        binary=self.containerd_binary, extra_path=extra)
+                                        binary=self.containerd_binary,
+                                        extra_path=self.tool_dirs)
         self.daemon.start(timeout=TIMEOUTS.cluster_start)
         import_into_containerd(self.image, str(self.daemon.socket), CRI_NAMESPACE,
                                ctr=self._ctr())
@@ -205,8 +207,7 @@ class NodeBackend:
 
     def _drop_missing_runtimes(self) -> None:
         """Leave out runtimes whose binaries this node lacks; their checks skip, naming why."""
-        path = os.pathsep.join([str(Path(self.containerd_binary).parent),
-                                str(provision.path_dir()), os.environ.get("PATH", "")])
+        path = self._search_path()
         for rt in list(self.runtimes):
             absent = [b for b in rt.binaries if shutil.which(b, path=path) is None]
             if absent:
@@ -217,6 +218,10 @@ class NodeBackend:
             raise UserError("none of the selected runtimes can run here: " + "; ".join(
                 f"{k}: {v}" for k, v in self.missing_runtimes.items()))
 
+    def _search_path(self) -> str:
+        """The PATH containerd (and so its shims) runs with."""
+        return os.pathsep.join([*self.tool_dirs, os.environ.get("PATH", "")])
+
     def _ctr(self) -> str:
         sibling = Path(self.containerd_binary).parent / "ctr"
         return str(sibling) if sibling.exists() else "ctr"
@@ -224,7 +229,7 @@ class NodeBackend:
     def environment(self) -> dict[str, Any]:
         return {
             "backend": self.name,
-            "containerd": containerd_version(self.containerd_binary),
+            "containerd": self.containerd_version,
             "handlers_verified": self.verified,
             "probe_image": self.image.ref if self.image else None,
             "cgroup_mode": provision.cgroup_mode(),
@@ -236,7 +241,7 @@ class NodeBackend:
         """Which build of each runtime binary containerd runs (the path names the build:
         a ``gvisor-shim-oom-tolerant-*`` directory is the shim built for hosts without
         CAP_SYS_RESOURCE)."""
-        path = self.daemon.env()["PATH"] if self.daemon else None
+        path = self._search_path()
         found = {}
         for rt in self.runtimes:
             for name in rt.binaries:
@@ -315,9 +320,12 @@ class NodeBackend:
     def delete_pod(self, pod: NodePod) -> None:
         if pod.pod_id is None or self.daemon is None:
             return
-        self.daemon.crictl("stopp", pod.pod_id, timeout=TIMEOUTS.pod_delete, check=False)
-        self.daemon.crictl("rmp", "-f", pod.pod_id, timeout=TIMEOUTS.pod_delete, check=False)
+        self._remove_sandbox(pod.pod_id)
         pod.pod_id = pod.container_id = None
+
+    def _remove_sandbox(self, pod_id: str) -> None:
+        self.daemon.crictl("stopp", pod_id, timeout=TIMEOUTS.pod_delete, check=False)
+        self.daemon.crictl("rmp", "-f", pod_id, timeout=TIMEOUTS.pod_delete, check=False)
 
     def host_pids(self, pod: NodePod) -> list[int]:
         """Shim and sandbox processes of this pod (their command lines name its sandbox id)."""
@@ -334,11 +342,9 @@ class NodeBackend:
             proc = self.daemon.crictl("pods", "-q", "--label", f"{RUN_LABEL}={self.run_id}",
                                       check=False, timeout=30)
             for pod_id in proc.stdout.split():
-                self.daemon.crictl("stopp", pod_id, check=False, timeout=TIMEOUTS.pod_delete)
-                self.daemon.crictl("rmp", "-f", pod_id, check=False, timeout=TIMEOUTS.pod_delete)
+                self._remove_sandbox(pod_id)
             self.daemon.stop()
         remove_network(self.run_id)
-        hostproc.kill_all([p for p, _ in hostproc.processes_mentioning(str(self.workdir))])
         hostproc.remove_tree(self.workdir)
 
 

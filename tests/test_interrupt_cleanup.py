@@ -75,7 +75,7 @@ def test_interrupted_run_leaves_nothing(tmp_path, backend, sig):
         assert hostproc.processes_mentioning(str(d)) == []
         assert hostproc.mounts_under(str(d)) == []
         assert not d.exists(), f"{d} was left behind"
-        bridge = bridge_name(d.name.split("-", 1)[1])
+        bridge = bridge_name(hostproc.run_id_of(d))
         assert not os.path.exists(f"/sys/class/net/{bridge}"), f"bridge {bridge} was left"
-    run_id = workdir.name.split("-", 1)[1]
+    run_id = hostproc.run_id_of(workdir)
     assert not list(Path("/sys/fs/cgroup").glob(f"*/sandcheck-{run_id}")), "cgroups were left"

@@ -342,9 +342,6 @@ def _one_line(exc: BaseException) -> str:
     return (cause or " ".join(lines[0].split()))[:800]
 
 
-require_available = require_runtime
-
-
 def concurrent_runs() -> list[str]:
     """Other sandcheck runs alive on this machine (their work dirs name a live owner)."""
     found = []
@@ -368,7 +365,7 @@ _WARNED_KEY = pytest.StashKey[set]()
 @pytest.fixture
 def bench(runtime: Runtime, backend, perf_options: PerfOptions, request: pytest.FixtureRequest,
           evidence, progress):
-    require_available(runtime, backend)
+    require_runtime(runtime, backend)
     others = concurrent_runs()
     if others:
         evidence.add("other sandcheck runs were active on this machine when this benchmark "
