@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import tempfile
@@ -22,6 +21,7 @@ import tomlkit
 from clusters import containerd_config as cc
 from clusters import hostproc, provision
 from clusters.catalog import Runtime
+from clusters.containerd_config import containerd_version
 from clusters.errors import ComponentError, UserError
 
 START_TIMEOUT = 60.0
@@ -32,12 +32,6 @@ def find_binary(name: str, hint: str, path: str | None = None) -> str:
     if exe is None:
         raise UserError(f"{name} not found on PATH: {hint}")
     return exe
-
-
-def containerd_version(binary: str) -> str:
-    out = hostproc.run([binary, "--version"], timeout=30).stdout
-    m = re.search(r"\sv?(\d+\.\d+\.\d+\S*)", out)
-    return m.group(1) if m else out.strip()
 
 
 class PrivateContainerd:
@@ -221,8 +215,7 @@ def verify(doc: tomlkit.TOMLDocument, runtimes: list[Runtime], config_dir: str,
     schema = cc.schema_of(doc)
     binary = find_binary(containerd, "install containerd or pass --containerd PATH")
     version = containerd_version(binary)
-    major = int(version.split(".")[0]) if version[:1].isdigit() else 0
-    if schema == 3 and major < 2:
+    if schema == 3 and cc.schema_for_version(version) != 3:
         raise UserError(
             f"containerd {version} cannot read a version = 3 config: write the config with "
             "--schema 2, or verify with a containerd 2.x (--containerd PATH)"

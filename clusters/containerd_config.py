@@ -58,16 +58,31 @@ def schema_of(doc: TOMLDocument, source: str = "config.toml") -> int:
     return int(version)
 
 
-def schema_for_containerd(binary: str = "containerd") -> int | None:
-    """The schema the installed containerd writes by default (2 for 1.x, 3 for 2.x)."""
-    exe = shutil.which(binary)
-    if exe is None:
-        return None
-    out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30).stdout
-    m = re.search(r"\sv?(\d+)\.(\d+)\.", out)
+def containerd_version(binary: str) -> str:
+    """What ``containerd --version`` says its release is ("1.7.35", "2.2.9", "1.6.20~ds1")."""
+    out = subprocess.run([binary, "--version"], capture_output=True, text=True,
+                         timeout=30, check=True).stdout
+    m = re.search(r"\sv?(\d+\.\d+\.\d+\S*)", out)
+    return m.group(1) if m else out.strip()
+
+
+def schema_for_version(version: str) -> int | None:
+    """The schema a containerd release writes by default: 2 for 1.x, 3 for 2.x."""
+    m = re.match(r"(\d+)\.", version)
     if not m:
         return None
     return 3 if int(m.group(1)) >= 2 else 2
+
+
+def schema_for_containerd(binary: str = "containerd") -> int | None:
+    """The schema the installed containerd writes by default."""
+    exe = shutil.which(binary)
+    if exe is None:
+        return None
+    try:
+        return schema_for_version(containerd_version(exe))
+    except subprocess.CalledProcessError:
+        return None
 
 
 def default_document(schema: int, containerd: str | None = None) -> TOMLDocument:

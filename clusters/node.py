@@ -122,8 +122,7 @@ class NodeBackend:
 
     def config_document(self) -> tomlkit.TOMLDocument:
         """containerd config for this run: the catalog's handlers plus private paths."""
-        major = self.containerd_version.split(".")[0]
-        schema = 3 if major.isdigit() and int(major) >= 2 else 2
+        schema = cc.schema_for_version(self.containerd_version) or 2
         doc = tomlkit.document()
         doc["version"] = schema
         etc = self.workdir / "etc"
