@@ -668,15 +668,14 @@ class LocalCluster(KubeCluster):
         import json
 
         daemon = self.node.daemon
-        found: dict[str, Any] = {}
-        sandboxes = daemon.crictl("pods", "-q", "--name", pod.name, "--namespace",
-                                  pod.namespace, check=False, timeout=30).stdout.split()
+        sandboxes = self._sandbox_ids(pod)
         if not sandboxes:
-            return found
-        for key, argv in (("sandbox", ("inspectp", sandboxes[0])),
-                          ("container", ("inspect", *daemon.crictl(
-                              "ps", "-a", "-q", "--pod", sandboxes[0], check=False,
-                              timeout=30).stdout.split()[:1]))):
+            return {}
+        containers = daemon.crictl("ps", "-a", "-q", "--pod", sandboxes[0], check=False,
+                                   timeout=30).stdout.split()
+        found: dict[str, Any] = {}
+        for key, argv in (("sandbox", ["inspectp", sandboxes[0]]),
+                          ("container", ["inspect", *containers[:1]])):
             if len(argv) < 2:
                 continue
             try:
@@ -684,6 +683,11 @@ class LocalCluster(KubeCluster):
             except json.JSONDecodeError:
                 continue
         return found
+
+    def _sandbox_ids(self, pod: KubePod) -> list[str]:
+        """CRI sandbox ids of a pod (kubelet names sandboxes after the pod)."""
+        return self.node.daemon.crictl("pods", "-q", "--name", pod.name, "--namespace",
+                                       pod.namespace, check=False, timeout=30).stdout.split()
 
     def sandbox_handler(self, pod: KubePod) -> str | None:
         """The runtime handler containerd ran the pod's sandbox with (CRI's own answer)."""
@@ -699,10 +703,8 @@ class LocalCluster(KubeCluster):
             return []
         from clusters.node import sandbox_pids
 
-        proc = self.node.daemon.crictl("pods", "-q", "--name", pod.name, "--namespace",
-                                       pod.namespace, check=False, timeout=30)
         pids: set[int] = set()
-        for sandbox in proc.stdout.split():
+        for sandbox in self._sandbox_ids(pod):
             pids.update(sandbox_pids(self.node.daemon, sandbox))
         return sorted(pids)
 
