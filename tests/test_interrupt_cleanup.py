@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from clusters import hostproc
+from clusters.cleanup import OWNER_FILE
 from clusters.node import bridge_name
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,9 +23,19 @@ def _restore_default_signals() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def _run_dirs() -> set[Path]:
+def _run_dirs(owner: int) -> set[Path]:
+    """Work dirs claimed by process ``owner`` (other runs on the machine are not ours)."""
     base = hostproc.WORK_BASE
-    return {p for p in base.iterdir()} if base.is_dir() else set()
+    if not base.is_dir():
+        return set()
+    found = set()
+    for p in base.iterdir():
+        try:
+            if int((p / OWNER_FILE).read_text().strip()) == owner:
+                found.add(p)
+        except (OSError, ValueError):
+            continue
+    return found
 
 
 def _pods_started(backend: str, new: set[Path]) -> Path | None:
@@ -42,7 +53,6 @@ def _pods_started(backend: str, new: set[Path]) -> Path | None:
                                          ("local", signal.SIGINT)],
                          ids=["node-SIGINT", "node-SIGTERM", "local-SIGINT"])
 def test_interrupted_run_leaves_nothing(tmp_path, backend, sig):
-    before = _run_dirs()
     proc = subprocess.Popen(
         [sys.executable, "-m", "pytest", "suites/isolation", "-q", "-p", "no:cacheprovider",
          "--backend", backend, "--runtimes", "runc,runsc",
@@ -54,12 +64,12 @@ def test_interrupted_run_leaves_nothing(tmp_path, backend, sig):
         deadline = time.monotonic() + 120
         workdir = None
         while time.monotonic() < deadline and proc.poll() is None:
-            workdir = _pods_started(backend, _run_dirs() - before)
+            workdir = _pods_started(backend, _run_dirs(proc.pid))
             if workdir is not None:
                 break
             time.sleep(0.1)
         assert workdir is not None, "the suite never started pods"
-        run_dirs = {p for p in _run_dirs() - before}
+        run_dirs = _run_dirs(proc.pid)
         assert hostproc.processes_mentioning(str(workdir)), "no daemon ran for the suite"
         os.kill(proc.pid, sig)
         out, _ = proc.communicate(timeout=180)
@@ -72,7 +82,8 @@ def test_interrupted_run_leaves_nothing(tmp_path, backend, sig):
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and hostproc.processes_mentioning(str(d)):
             time.sleep(0.2)
-        assert hostproc.processes_mentioning(str(d)) == []
+        left = hostproc.processes_mentioning(str(d))
+        assert left == [], f"{left}\n--- the interrupted run said:\n{out[-3000:]}"
         assert hostproc.mounts_under(str(d)) == []
         assert not d.exists(), f"{d} was left behind"
         bridge = bridge_name(hostproc.run_id_of(d))
