@@ -16,7 +16,7 @@ from typing import Any
 
 import tomlkit
 
-from clusters.errors import UserError
+from sandcheck.clusters.errors import UserError
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 

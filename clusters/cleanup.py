@@ -7,8 +7,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from clusters import hostproc
-from clusters.node import remove_network
+from sandcheck.clusters.backends.node import remove_network
+from sandcheck.clusters.host import proc as hostproc
 
 OWNER_FILE = "owner.pid"
 
@@ -46,7 +46,7 @@ def cleanup(dry_run: bool = False, force: bool = False) -> list[str]:
         hostproc.kill_mentioning(workdir)
         remove_network(hostproc.run_id_of(workdir))
         if workdir.name.startswith("local-"):
-            from clusters.local import remove_leftovers
+            from sandcheck.clusters.backends.local.cluster import remove_leftovers
 
             done.extend(f"  {line}" for line in remove_leftovers(workdir))
         hostproc.remove_tree(workdir)

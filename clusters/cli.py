@@ -15,9 +15,9 @@ from pathlib import Path
 
 import tomlkit
 
-from clusters import containerd_config as cc
-from clusters.catalog import Catalog
-from clusters.errors import ComponentError, UserError
+from sandcheck.clusters.catalog import Catalog
+from sandcheck.clusters.containerd import config as cc
+from sandcheck.clusters.errors import ComponentError, UserError
 
 
 def _catalog(args) -> Catalog:
@@ -86,7 +86,7 @@ def cmd_containerd_config(args) -> int:
     for line in report.lines():
         print(f"sandcheck: {line}", file=sys.stderr)
     if args.verify:
-        from clusters.containerd import verify
+        from sandcheck.clusters.containerd.daemon import verify
         result = verify(doc, runtimes, config_dir, containerd=args.containerd, origin=path)
         for line in result.lines:
             print(f"verify: {line}", file=sys.stderr)
@@ -115,7 +115,7 @@ def cmd_containerd_config(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from clusters.containerd import verify
+    from sandcheck.clusters.containerd.daemon import verify
     path = Path(args.path)
     if not path.is_file():
         raise UserError(f"{path} is not a file: give the config.toml to verify")
@@ -129,7 +129,7 @@ def cmd_verify(args) -> int:
 
 
 def cmd_runtimeclasses(args) -> int:
-    from clusters.runtimeclass import manifests
+    from sandcheck.clusters.runtimeclass import manifests
     sys.stdout.write(manifests(_catalog(args).select(args.runtimes)))
     return 0
 
@@ -145,21 +145,21 @@ def cmd_catalog(args) -> int:
 
 
 def cmd_provision(args) -> int:
-    from clusters import provision
+    from sandcheck.clusters import provision
     names = [r.name for r in _catalog(args).select(args.runtimes)]
     provision.provision(names, kubernetes=args.kubernetes)
     return 0
 
 
 def cmd_cleanup(args) -> int:
-    from clusters.cleanup import cleanup
+    from sandcheck.clusters.cleanup import cleanup
     for line in cleanup(dry_run=args.dry_run, force=args.force):
         print(line)
     return 0
 
 
 def cmd_compare(args) -> int:
-    from reports.baseline import compare_files
+    from sandcheck.reports.baseline import compare_files
     return compare_files(Path(args.old), Path(args.new),
                          Path(args.tolerances) if args.tolerances else None)
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import yaml
 
-from clusters.catalog import Runtime
+from sandcheck.clusters.catalog import Runtime
 
 MANAGED_LABEL = "sandcheck.dev/managed"
 

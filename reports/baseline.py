@@ -18,8 +18,8 @@ from typing import Any
 import tomlkit
 from tomlkit.exceptions import TOMLKitError
 
-from clusters.errors import UserError
-from reports.render import (
+from sandcheck.clusters.errors import UserError
+from sandcheck.reports.render import (
     REFERENCE,
     finite,
     metric_groups,
@@ -30,7 +30,7 @@ from reports.render import (
     unit_kind,
     with_unit,
 )
-from reports.results import SCHEMA_VERSION, Metric, Results
+from sandcheck.reports.results import SCHEMA_VERSION, Metric, Results
 
 BUILTIN_TOLERANCES = """\
 # Built-in tolerances; a --tolerances file overrides any of these keys.

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from reports.results import Check, Metric, Results, summarize
+from sandcheck.reports.results import Check, Metric, Results, summarize
 
 STATUS_RANK = {"skipped": 0, "passed": 1, "failed": 2, "error": 3}
 ICONS = {"passed": "✅", "failed": "❌", "skipped": "⏭", "error": "💥"}

@@ -11,7 +11,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from clusters.errors import UserError
+from sandcheck.clusters.errors import UserError
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 TIMEOUT_SECONDS = 120

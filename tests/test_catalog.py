@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from clusters.catalog import BUILTIN, Catalog, classify
-from clusters.errors import UserError
-from clusters.runtimeclass import manifests
+from sandcheck.clusters.catalog import BUILTIN, Catalog, classify
+from sandcheck.clusters.errors import UserError
+from sandcheck.clusters.runtimeclass import manifests
 
 
 def test_builtin_runtimes_cover_the_design():

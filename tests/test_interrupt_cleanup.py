@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from clusters import hostproc
-from clusters.cleanup import OWNER_FILE
-from clusters.node import bridge_name
+from sandcheck.clusters.backends.node import bridge_name
+from sandcheck.clusters.cleanup import OWNER_FILE
+from sandcheck.clusters.host import proc as hostproc
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from clusters import kubernetes_build as kb
+from sandcheck.clusters.provision import kubernetes as kb
 
 KUBERNETES_GOMOD = """\
 // This is a generated file. Do not edit directly.

@@ -10,10 +10,14 @@ import subprocess
 import pytest
 import yaml
 
-from clusters.backend import RUN_LABEL, PodSpec
-from clusters.catalog import Catalog
-from clusters.kube import exit_code_from_status, namespace_for, phase_times, pod_manifest
-from clusters.local import (
+from sandcheck.clusters.backends.base import RUN_LABEL, PodSpec
+from sandcheck.clusters.backends.kube import (
+    exit_code_from_status,
+    namespace_for,
+    phase_times,
+    pod_manifest,
+)
+from sandcheck.clusters.backends.local.cluster import (
     KUBELET_SYSCTLS,
     CertRequest,
     Pki,
@@ -23,6 +27,7 @@ from clusters.local import (
     namespace_script,
     openssl_config,
 )
+from sandcheck.clusters.catalog import Catalog
 
 
 @pytest.fixture(scope="module")

@@ -19,8 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from fixtures import image as image_mod
-from fixtures.image import ProbeImage, ProbeImageError, build_probe_image, import_into_containerd
+from sandcheck.fixtures import image as image_mod
+from sandcheck.fixtures.image import (
+    ProbeImage,
+    ProbeImageError,
+    build_probe_image,
+    import_into_containerd,
+)
 
 TOP_KEYS = {
     "uname",

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from clusters import provision
-from clusters.errors import ComponentError, UserError
+from sandcheck.clusters import provision
+from sandcheck.clusters.errors import ComponentError, UserError
 
 HYBRID = """\
 24 1 0:22 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from clusters.cli import main
-from clusters.errors import UserError
-from reports import baseline as bl
-from reports.render import write_reports
-from reports.results import SCHEMA_VERSION, Check, Metric, Results
+from sandcheck.clusters.cli import main
+from sandcheck.clusters.errors import UserError
+from sandcheck.reports import baseline as bl
+from sandcheck.reports.render import write_reports
+from sandcheck.reports.results import SCHEMA_VERSION, Check, Metric, Results
 
 MIB = 1024 * 1024
 EXTERNAL = re.compile(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", re.I)
@@ -305,7 +305,7 @@ def test_cli_compare_exit_codes(tmp_path, old_file, capsys):
 # ---- screenshot helper ----
 
 def test_screenshot_without_chromium_says_how_to_install(tmp_path, monkeypatch):
-    from reports import screenshot as shot
+    from sandcheck.reports import screenshot as shot
 
     monkeypatch.setattr(shot.shutil, "which", lambda name: None)
     page = tmp_path / "report.html"
@@ -315,7 +315,7 @@ def test_screenshot_without_chromium_says_how_to_install(tmp_path, monkeypatch):
 
 
 def test_screenshot_of_a_report(tmp_path):
-    from reports import screenshot as shot
+    from sandcheck.reports import screenshot as shot
 
     try:
         shot.find_browser()

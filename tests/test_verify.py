@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from clusters import containerd_config as cc
-from clusters import provision
-from clusters.catalog import Catalog
-from clusters.cli import main
-from clusters.containerd import verify
-from clusters.errors import ComponentError
+from sandcheck.clusters import provision
+from sandcheck.clusters.catalog import Catalog
+from sandcheck.clusters.cli import main
+from sandcheck.clusters.containerd import config as cc
+from sandcheck.clusters.containerd.daemon import verify
+from sandcheck.clusters.errors import ComponentError
 
 CONFIGS = Path(__file__).parent / "configs"
 RUNTIMES = Catalog.load().select("runc,crun,runsc")

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from clusters.backend import PodSpec
-from clusters.catalog import classify
-from fixtures.pods import run_probe
+from sandcheck.clusters.backends.base import PodSpec
+from sandcheck.clusters.catalog import classify
+from sandcheck.fixtures.pods import run_probe
 
 CAP_SYS_ADMIN = 21
 DEVICES_ALLOWED = {

@@ -21,12 +21,12 @@ from typing import Any
 
 import pytest
 
-from clusters import hostproc
-from clusters.backend import TIMEOUTS, Pod, PodSpec
-from clusters.catalog import Runtime
-from clusters.cleanup import OWNER_FILE
-from fixtures.plugin import say
-from fixtures.pods import require_runtime
+from sandcheck.clusters.backends.base import TIMEOUTS, Pod, PodSpec
+from sandcheck.clusters.catalog import Runtime
+from sandcheck.clusters.cleanup import OWNER_FILE
+from sandcheck.clusters.host import proc as hostproc
+from sandcheck.fixtures.plugin import say
+from sandcheck.fixtures.pods import require_runtime
 
 FAILED_START_LIMIT = 0.2
 """A benchmark fails when more than this fraction of its measured starts failed."""

@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-from clusters.backend import TIMEOUTS, unique_name
-from reports.results import Metric
+from sandcheck.clusters.backends.base import TIMEOUTS, unique_name
+from sandcheck.reports.results import Metric
 
 START_CALLS = ("runp", "create", "start", "exec")
 

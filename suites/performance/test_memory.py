@@ -25,9 +25,9 @@ from pathlib import Path
 
 import pytest
 
-from clusters.backend import TIMEOUTS
-from fixtures.plugin import results_of
-from reports.results import Metric
+from sandcheck.clusters.backends.base import TIMEOUTS
+from sandcheck.fixtures.plugin import results_of
+from sandcheck.reports.results import Metric
 
 MIB = 2**20
 PAGE = os.sysconf("SC_PAGE_SIZE")

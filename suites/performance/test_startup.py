@@ -11,7 +11,7 @@ import statistics
 
 import pytest
 
-from reports.results import Metric
+from sandcheck.reports.results import Metric
 
 
 def _seconds(name: str, runtime: str, values, failures: int = 0, **labels: str) -> Metric:

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from clusters.backend import PodSpec
-from clusters.catalog import Catalog
-from clusters.errors import ComponentError
-from clusters.kube import pod_manifest
-from clusters.runtimeclass import MANAGED_LABEL
-from fixtures.pods import run_probe
+from sandcheck.clusters.backends.base import PodSpec
+from sandcheck.clusters.backends.kube import pod_manifest
+from sandcheck.clusters.catalog import Catalog
+from sandcheck.clusters.errors import ComponentError
+from sandcheck.clusters.runtimeclass import MANAGED_LABEL
+from sandcheck.fixtures.pods import run_probe
 
 RUNC = Catalog.load().get("runc")
 EVENT_WAIT_SECONDS = 90.0

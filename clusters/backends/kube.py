@@ -17,12 +17,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clusters import provision
-from clusters.backend import RUN_LABEL, TIMEOUTS, ExecResult, PhaseTimes, PodSpec, unique_name
-from clusters.catalog import Runtime
-from clusters.errors import ComponentError, UserError
-from clusters.runtimeclass import MANAGED_LABEL, runtime_class
-from fixtures.image import ALIAS_TAG, REPOSITORY
+from sandcheck.clusters import provision
+from sandcheck.clusters.backends.base import (
+    RUN_LABEL,
+    TIMEOUTS,
+    ExecResult,
+    PhaseTimes,
+    PodSpec,
+    unique_name,
+)
+from sandcheck.clusters.catalog import Runtime
+from sandcheck.clusters.errors import ComponentError, UserError
+from sandcheck.clusters.runtimeclass import MANAGED_LABEL, runtime_class
+from sandcheck.fixtures.image import ALIAS_TAG, REPOSITORY
 
 PROBE_IMAGE = f"{REPOSITORY}:{ALIAS_TAG}"
 """The probe image's alias tag; every node must already hold it (pods never pull)."""
@@ -41,7 +48,7 @@ _FATAL_WAITING = {"ErrImageNeverPull", "InvalidImageName", "CreateContainerConfi
 
 def kubectl_binary() -> str | None:
     """The kubectl `sandcheck provision --kubernetes` built, else PATH's."""
-    from clusters.kubernetes_build import KUBERNETES_VERSION
+    from sandcheck.clusters.provision.kubernetes import KUBERNETES_VERSION
 
     for cand in (provision.path_dir() / "kubectl",
                  provision.cache_dir() / "bin" / f"kubernetes-{KUBERNETES_VERSION}" / "kubectl"):

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clusters.errors import ComponentError, UserError
+from sandcheck.clusters.errors import ComponentError, UserError
 
 # --- pinned tools: the one place their versions live -------------------------------------
 
@@ -804,7 +804,7 @@ def provision(
             )
             status(f"runsc: {shim_note}")
     if kubernetes:
-        from clusters import kubernetes_build
+        from sandcheck.clusters.provision import kubernetes as kubernetes_build
 
         built.update(kubernetes_build.build_kubernetes())
         built["etcd"] = kubernetes_build.build_etcd()

@@ -18,12 +18,20 @@ from typing import Any
 
 import tomlkit
 
-from clusters import containerd_config as cc
-from clusters import hostproc, provision
-from clusters.backend import RUN_LABEL, TIMEOUTS, ExecResult, PhaseTimes, PodSpec, unique_name
-from clusters.catalog import Runtime
-from clusters.containerd import PrivateContainerd, containerd_version
-from clusters.errors import ComponentError, UserError
+from sandcheck.clusters import provision
+from sandcheck.clusters.backends.base import (
+    RUN_LABEL,
+    TIMEOUTS,
+    ExecResult,
+    PhaseTimes,
+    PodSpec,
+    unique_name,
+)
+from sandcheck.clusters.catalog import Runtime
+from sandcheck.clusters.containerd import config as cc
+from sandcheck.clusters.containerd.daemon import PrivateContainerd, containerd_version
+from sandcheck.clusters.errors import ComponentError, UserError
+from sandcheck.clusters.host import proc as hostproc
 
 CRI_NAMESPACE = "k8s.io"
 POD_NAMESPACE = "sandcheck"
@@ -181,10 +189,10 @@ class NodeBackend:
         (conf_dir / "10-sandcheck.conflist").write_text(json.dumps(conflist, indent=2))
 
     def start(self) -> None:
-        from fixtures.image import build_probe_image, import_into_containerd
+        from sandcheck.fixtures.image import build_probe_image, import_into_containerd
 
         self._drop_missing_runtimes()
-        from clusters.cleanup import claim
+        from sandcheck.clusters.cleanup import claim
 
         claim(self.workdir)
         self.image = build_probe_image(provision.cache_dir() / "probe")

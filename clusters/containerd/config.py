@@ -18,8 +18,8 @@ import tomlkit
 from tomlkit.items import Table
 from tomlkit.toml_document import TOMLDocument
 
-from clusters.catalog import Runtime
-from clusters.errors import UserError
+from sandcheck.clusters.catalog import Runtime
+from sandcheck.clusters.errors import UserError
 
 # schema version -> the path of the CRI plugin table whose containerd.runtimes holds handlers
 CRI_RUNTIME_PLUGIN = {

@@ -13,7 +13,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from clusters.catalog import Runtime
+from sandcheck.clusters.catalog import Runtime
 
 RUN_LABEL = "sandcheck.dev/run"
 """Every pod, namespace and sandbox the suite creates carries this label (the run id)."""

@@ -18,11 +18,12 @@ from typing import Any
 
 import tomlkit
 
-from clusters import containerd_config as cc
-from clusters import hostproc, provision
-from clusters.catalog import Runtime
-from clusters.containerd_config import containerd_version
-from clusters.errors import ComponentError, UserError
+from sandcheck.clusters import provision
+from sandcheck.clusters.catalog import Runtime
+from sandcheck.clusters.containerd import config as cc
+from sandcheck.clusters.containerd.config import containerd_version
+from sandcheck.clusters.errors import ComponentError, UserError
+from sandcheck.clusters.host import proc as hostproc
 
 START_TIMEOUT = 60.0
 

@@ -49,12 +49,17 @@ from typing import Any
 
 import yaml
 
-from clusters import hostproc, provision
-from clusters.backend import TIMEOUTS
-from clusters.catalog import Runtime
-from clusters.errors import ComponentError, UserError
-from clusters.kube import KubeCluster, KubePod
-from clusters.kubernetes_build import ETCD_VERSION, KUBERNETES_COMMANDS, KUBERNETES_VERSION
+from sandcheck.clusters import provision
+from sandcheck.clusters.backends.base import TIMEOUTS
+from sandcheck.clusters.backends.kube import KubeCluster, KubePod
+from sandcheck.clusters.catalog import Runtime
+from sandcheck.clusters.errors import ComponentError, UserError
+from sandcheck.clusters.host import proc as hostproc
+from sandcheck.clusters.provision.kubernetes import (
+    ETCD_VERSION,
+    KUBERNETES_COMMANDS,
+    KUBERNETES_VERSION,
+)
 
 NODE_NAME = "sandcheck-node"
 LOOPBACK = "127.0.0.1"
@@ -379,8 +384,8 @@ class LocalCluster(KubeCluster):
             raise
 
     def _start(self) -> None:
-        from clusters.cleanup import claim
-        from clusters.node import NodeBackend, default_containerd
+        from sandcheck.clusters.backends.node import NodeBackend, default_containerd
+        from sandcheck.clusters.cleanup import claim
 
         t0 = time.monotonic()
         deadline = t0 + TIMEOUTS.cluster_start
@@ -701,7 +706,7 @@ class LocalCluster(KubeCluster):
         """Shim and sandbox processes of the pod (their command lines name its sandbox)."""
         if self.node is None or self.node.daemon is None:
             return []
-        from clusters.node import sandbox_pids
+        from sandcheck.clusters.backends.node import sandbox_pids
 
         pids: set[int] = set()
         for sandbox in self._sandbox_ids(pod):

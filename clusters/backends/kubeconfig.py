@@ -10,7 +10,7 @@ nodes; the classes whose pods cannot start are reported by name with the reason,
 every later pod of such a class fails at once with that reason.
 
 The probe image must already be on every node, since pods use ``imagePullPolicy: Never``
-(no registry is assumed). Build it with ``python -c 'from fixtures.image import
+(no registry is assumed). Build it with ``python -c 'from sandcheck.fixtures.image import
 build_probe_image; print(build_probe_image(__import__("pathlib").Path("probe")).archive)'``
 (or any sandcheck run, which caches it under ~/.cache/sandcheck/probe) and import the
 archive on each node into containerd's CRI namespace::
@@ -26,10 +26,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from clusters.backend import TIMEOUTS
-from clusters.catalog import Runtime
-from clusters.errors import UserError
-from clusters.kube import PROBE_IMAGE, KubeCluster
+from sandcheck.clusters.backends.base import TIMEOUTS
+from sandcheck.clusters.backends.kube import PROBE_IMAGE, KubeCluster
+from sandcheck.clusters.catalog import Runtime
+from sandcheck.clusters.errors import UserError
 
 
 class ExistingCluster(KubeCluster):

@@ -37,8 +37,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from clusters.errors import ComponentError, UserError
-from clusters.provision import _locked, cache_dir, find_go
+from sandcheck.clusters.errors import ComponentError, UserError
+from sandcheck.clusters.provision import _locked, cache_dir, find_go
 
 KUBERNETES_VERSION = "v1.34.12"
 KUBERNETES_MODULE = "k8s.io/kubernetes"
