@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 from sandcheck.clusters.backends.node import bridge_name
-from sandcheck.clusters.cleanup import OWNER_FILE
 from sandcheck.clusters.host import proc as hostproc
+from sandcheck.clusters.host.mounts import mounts_under
+from sandcheck.clusters.host.workdir import OWNER_FILE, WORK_BASE, run_id_of
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,7 +26,7 @@ def _restore_default_signals() -> None:
 
 def _run_dirs(owner: int) -> set[Path]:
     """Work dirs claimed by process ``owner`` (other runs on the machine are not ours)."""
-    base = hostproc.WORK_BASE
+    base = WORK_BASE
     if not base.is_dir():
         return set()
     found = set()
@@ -84,9 +85,9 @@ def test_interrupted_run_leaves_nothing(tmp_path, backend, sig):
             time.sleep(0.2)
         left = hostproc.processes_mentioning(str(d))
         assert left == [], f"{left}\n--- the interrupted run said:\n{out[-3000:]}"
-        assert hostproc.mounts_under(str(d)) == []
+        assert mounts_under(str(d)) == []
         assert not d.exists(), f"{d} was left behind"
-        bridge = bridge_name(hostproc.run_id_of(d))
+        bridge = bridge_name(run_id_of(d))
         assert not os.path.exists(f"/sys/class/net/{bridge}"), f"bridge {bridge} was left"
-    run_id = hostproc.run_id_of(workdir)
+    run_id = run_id_of(workdir)
     assert not list(Path("/sys/fs/cgroup").glob(f"*/sandcheck-{run_id}")), "cgroups were left"

@@ -1,22 +1,30 @@
-"""What every backend offers a suite: pods of a runtime class to exec into and inspect.
+"""The backend contract: what every backend offers a suite, and what some offer more.
 
-A suite never knows which backend made its pod. Node (CRI only) and Kubernetes
-backends differ in how a pod is made, not in what a test can ask of it.
+A suite asks for "a pod of runtime class X" and gets a Pod to exec into; it never knows
+which backend made it. What differs between backends is declared, not probed: each
+backend lists its Capabilities, and a suite that needs one asks through
+``fixtures.pods.require`` (which skips, naming what is missing and how to get it).
 """
 
 from __future__ import annotations
 
+import enum
 import itertools
 import os
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 from sandcheck.clusters.catalog import Runtime
+from sandcheck.clusters.containerd.images import ProbeImage
+from sandcheck.clusters.progress import Progress, quiet
+from sandcheck.clusters.timeouts import TIMEOUTS
 
 RUN_LABEL = "sandcheck.dev/run"
 """Every pod, namespace and sandbox the suite creates carries this label (the run id)."""
+RUNTIME_LABEL = "sandcheck.dev/runtime"
 
 _counter = itertools.count()
 
@@ -30,18 +38,37 @@ def unique_name(prefix: str) -> str:
     return f"{prefix}-{os.getpid() % 100000}-{next(_counter)}-{uuid.uuid4().hex[:4]}"[:63]
 
 
-@dataclass(frozen=True)
-class Timeouts:
-    """Every wait the suite makes, in one place (seconds)."""
+class Capability(enum.Enum):
+    """What a backend can show beyond exec into a pod. The value: (what it gives, which
+    backends have it), for skip reasons."""
 
-    pod_start: float = 120.0
-    exec: float = 60.0
-    pod_delete: float = 60.0
-    cluster_start: float = 300.0
-    node_ready: float = 180.0
+    KUBERNETES_API = ("a Kubernetes API (RuntimeClass admission, kubectl describe, events, "
+                      "scheduling)", "--backend local or --backend kubeconfig --kubeconfig PATH")
+    HOST_PROCESSES = ("the pod's host processes (shim, sandbox, VM) on this machine",
+                      "--backend node or local")
+    CRI_INSPECT = ("containerd's own record of the pod (CRI inspect: handler, timestamps, "
+                   "cgroups)", "--backend node or local")
+    NODE_CGROUPS = ("the pod's cgroups on this machine", "--backend node or local")
+    CRI_DIRECT = ("direct CRI calls to the node's containerd (crictl)",
+                  "--backend node or local")
+    NODE_IS_HOST = ("pods that run on this machine's kernel and /proc",
+                    "--backend node or local")
+
+    @property
+    def gives(self) -> str:
+        return self.value[0]
+
+    @property
+    def where(self) -> str:
+        return self.value[1]
 
 
-TIMEOUTS = Timeouts()
+def lacking(backend: Backend, capability: Capability) -> str | None:
+    """Why ``backend`` cannot serve ``capability`` (None when it can)."""
+    if capability in backend.capabilities:
+        return None
+    return (f"needs {capability.gives}; the {backend.name} backend has none: run with "
+            f"{capability.where}")
 
 
 @dataclass
@@ -91,6 +118,20 @@ class PhaseTimes:
         return sum(self.phases.values())
 
 
+@dataclass
+class BackendSettings:
+    """What every backend factory is given: the run, the runtimes, the probe image the
+    fixtures built, and the backend's own options (registry ``Option`` dests)."""
+
+    runtimes: list[Runtime]
+    run_id: str
+    image: ProbeImage | None = None
+    keep: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
+    progress: Progress = quiet
+
+
+@runtime_checkable
 class Pod(Protocol):
     name: str
     spec: PodSpec
@@ -98,16 +139,27 @@ class Pod(Protocol):
 
     def exec(self, argv: list[str], timeout: float = TIMEOUTS.exec) -> ExecResult: ...
 
-    def diagnostics(self) -> str: ...
+    def diagnostics(self) -> str:
+        """Everything that explains a failure: inspect output, events, log tails."""
+        ...
 
 
+@runtime_checkable
 class Backend(Protocol):
     name: str
-    kubernetes: bool
+    level: str
+    """Where pods are made: "CRI", "Kubernetes" (reports put it beside each figure)."""
+    capabilities: frozenset[Capability]
+    runtimes: list[Runtime]
+    """The selected runtimes this backend can run."""
+    missing_runtimes: dict[str, str]
+    """Selected runtimes left out (catalog name -> what is missing and how to get it)."""
 
     def start(self) -> None: ...
 
-    def stop(self) -> None: ...
+    def stop(self) -> None:
+        """Remove everything the run made; safe to call twice and after a failed start."""
+        ...
 
     def environment(self) -> dict[str, Any]: ...
 
@@ -115,6 +167,66 @@ class Backend(Protocol):
 
     def delete_pod(self, pod: Pod) -> None: ...
 
-    def host_pids(self, pod: Pod) -> list[int]:
-        """Host processes that exist because of this pod (shim, sandbox, VM)."""
+    def node_kernel(self, pod: Pod) -> str | None:
+        """The kernel release of the node ``pod`` runs on (None when unknown)."""
         ...
+
+    def host_pids(self, pod: Pod) -> list[int]:
+        """HOST_PROCESSES: host processes that exist because of this pod."""
+        ...
+
+    def inspect_pod(self, pod: Pod) -> dict[str, Any]:
+        """CRI_INSPECT: ``{"sandbox": crictl inspectp, "container": crictl inspect}``."""
+        ...
+
+    def cri_node(self) -> CriNode:
+        """CRI_DIRECT: the node's containerd and how this backend configures pods."""
+        ...
+
+
+@runtime_checkable
+class CriNode(Protocol):
+    """A containerd the suite can drive with crictl, as its backend drives it."""
+
+    workdir: Path
+
+    def crictl(self, *args: str, timeout: float = TIMEOUTS.command, check: bool = True): ...
+
+    def pod_config(self, spec: PodSpec, name: str) -> dict[str, Any]: ...
+
+    def container_config(self, spec: PodSpec) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class KubernetesBackend(Backend, Protocol):
+    """KUBERNETES_API: what the RuntimeClass suite asks of a cluster."""
+
+    def submit_pod(self, spec: PodSpec) -> tuple[str, str]:
+        """Create a pod without waiting for it (for pods that must not run): (name, ns)."""
+        ...
+
+    def remove_pod(self, name: str, namespace: str) -> None: ...
+
+    def read_pod(self, name: str, namespace: str) -> dict[str, Any]: ...
+
+    def pod_object(self, pod: Pod) -> dict[str, Any]:
+        """The API's current object of a pod this backend made."""
+        ...
+
+    def describe(self, pod: Pod) -> str:
+        """``kubectl describe pod`` of a pod this backend made."""
+        ...
+
+    def events(self, name: str, namespace: str, reason: str | None = None) -> list[str]:
+        """Messages of the events about a pod (of one reason when given)."""
+        ...
+
+    def create_runtime_class(self, handler: str, **extra: Any) -> str:
+        """A labelled RuntimeClass of a fresh name; returns the name."""
+        ...
+
+    def read_runtime_class(self, name: str) -> dict[str, Any]: ...
+
+    def delete_runtime_class(self, name: str) -> None: ...
+
+    def node_names(self) -> list[str]: ...

@@ -32,6 +32,7 @@ from sandcheck.clusters.containerd import config as cc
 from sandcheck.clusters.containerd.daemon import PrivateContainerd, containerd_version
 from sandcheck.clusters.errors import ComponentError, UserError
 from sandcheck.clusters.host import proc as hostproc
+from sandcheck.clusters.host.workdir import WORK_BASE, claim, remove_tree
 
 CRI_NAMESPACE = "k8s.io"
 POD_NAMESPACE = "sandcheck"
@@ -117,7 +118,7 @@ class NodeBackend:
         self.missing_runtimes: dict[str, str] = {}
         self.run_id = run_id
         self.keep = keep
-        self.workdir = hostproc.WORK_BASE / f"node-{run_id}"
+        self.workdir = WORK_BASE / f"node-{run_id}"
         self.containerd_binary = containerd or default_containerd()
         self.containerd_version = containerd_version(self.containerd_binary)
         # containerd's own directory first: its runc shim and ctr are its siblings.
@@ -192,7 +193,6 @@ class NodeBackend:
         from sandcheck.fixtures.image import build_probe_image, import_into_containerd
 
         self._drop_missing_runtimes()
-        from sandcheck.clusters.cleanup import claim
 
         claim(self.workdir)
         self.image = build_probe_image(provision.cache_dir() / "probe")
@@ -352,7 +352,7 @@ class NodeBackend:
                 self._remove_sandbox(pod_id)
             self.daemon.stop()
         remove_network(self.run_id)
-        hostproc.remove_tree(self.workdir)
+        remove_tree(self.workdir)
 
 
 def sandbox_pids(daemon: PrivateContainerd, pod_id: str) -> list[int]:

@@ -24,6 +24,7 @@ from sandcheck.clusters.containerd import config as cc
 from sandcheck.clusters.containerd.config import containerd_version
 from sandcheck.clusters.errors import ComponentError, UserError
 from sandcheck.clusters.host import proc as hostproc
+from sandcheck.clusters.host.workdir import WORK_BASE, remove_tree
 
 START_TIMEOUT = 60.0
 
@@ -163,7 +164,7 @@ class PrivateContainerd:
                 self.proc.wait(timeout=5)
             except subprocess.TimeoutExpired:
                 pass
-        hostproc.remove_tree(self.workdir)
+        remove_tree(self.workdir)
 
     def __enter__(self) -> PrivateContainerd:
         try:
@@ -224,8 +225,8 @@ def verify(doc: tomlkit.TOMLDocument, runtimes: list[Runtime], config_dir: str,
     disabled = [str(p) for p in doc.get("disabled_plugins", [])]
     if any(p in ("cri", "io.containerd.grpc.v1.cri") for p in disabled):
         raise UserError("the config disables the CRI plugin (disabled_plugins): remove it there")
-    hostproc.WORK_BASE.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix="verify-", dir=hostproc.WORK_BASE))
+    WORK_BASE.mkdir(parents=True, exist_ok=True)
+    workdir = Path(tempfile.mkdtemp(prefix="verify-", dir=WORK_BASE))
     lines: list[str] = []
     ok = True
     with PrivateContainerd(doc, workdir, binary=binary, config_origin=origin) as daemon:

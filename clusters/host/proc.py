@@ -1,20 +1,13 @@
-"""Host process, mount and namespace housekeeping shared by every backend.
-
-Everything sandcheck starts on a host lives under one work base and carries
-``sandcheck`` in its path, so what a crashed run left can be found by path alone.
-"""
+"""Host processes: bounded commands, finding processes, stopping them."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import time
 from collections.abc import Iterable
 from pathlib import Path
-
-WORK_BASE = Path(os.environ.get("SANDCHECK_WORK", "/var/tmp/sandcheck"))
 
 
 def run(argv: list[str], timeout: float = 120, check: bool = True,
@@ -80,44 +73,6 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def mounts_under(prefix: str) -> list[str]:
-    """Mount points at or below ``prefix``, deepest first."""
-    points = []
-    with open("/proc/self/mountinfo") as fh:
-        for line in fh:
-            point = line.split()[4].encode().decode("unicode_escape")
-            if point == prefix or point.startswith(prefix.rstrip("/") + "/"):
-                points.append(point)
-    return sorted(set(points), key=lambda p: (-p.count("/"), p))
-
-
-def unmount_all(prefix: str) -> list[str]:
-    done = []
-    for _ in range(3):
-        points = mounts_under(prefix)
-        if not points:
-            break
-        for point in points:
-            if run(["umount", point], check=False, timeout=30).returncode != 0:
-                run(["umount", "-l", point], check=False, timeout=30)
-            done.append(point)
-    return done
-
-
 def kill_mentioning(path: Path) -> list[int]:
     """Stop every process whose command line names ``path`` (daemons, shims, sandboxes)."""
     return kill_all([pid for pid, _ in processes_mentioning(str(path))])
-
-
-def remove_tree(path: Path) -> None:
-    """Stop the processes that name ``path``, unmount anything below it, then delete it."""
-    kill_mentioning(path)
-    if not path.exists():
-        return
-    unmount_all(str(path))
-    shutil.rmtree(path, ignore_errors=True)
-
-
-def run_id_of(workdir: Path) -> str:
-    """The run id in a work dir's name (``node-<run id>``, ``local-<run id>``)."""
-    return workdir.name.split("-", 1)[1] if "-" in workdir.name else workdir.name

@@ -573,52 +573,9 @@ def search_path(extra_first: Sequence[Path] = ()) -> str:
     return os.pathsep.join([*parts, os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")])
 
 
+from sandcheck.clusters.host.cgroups import cgroup2_controllers, cgroup2_mount, cgroup_mode  # noqa: E402,F401
+
 # --- cgroups -------------------------------------------------------------------------------
-
-
-def _mounts(mountinfo: str | None = None) -> list[tuple[str, str, str]]:
-    """(mount point, fs type, super options) from /proc/self/mountinfo (or the text given)."""
-    if mountinfo is None:
-        with open("/proc/self/mountinfo") as fh:
-            mountinfo = fh.read()
-    out = []
-    for line in mountinfo.splitlines():
-        left, _, right = line.partition(" - ")
-        head, fields = left.split(), right.split()
-        if len(head) >= 5 and len(fields) >= 3:
-            point = head[4].encode().decode("unicode_escape")
-            out.append((point, fields[0], fields[2]))
-    return out
-
-
-def cgroup_mode(mountinfo: str | None = None) -> str:
-    """``v2`` (unified), ``hybrid`` (v1 controllers plus a cgroup2 mount) or ``v1``."""
-    mounts = _mounts(mountinfo)
-    if any(p == "/sys/fs/cgroup" and t == "cgroup2" for p, t, _ in mounts):
-        return "v2"
-    has_v1 = any(t == "cgroup" for _, t, _ in mounts)
-    has_v2 = any(t == "cgroup2" for _, t, _ in mounts)
-    if has_v1 and has_v2:
-        return "hybrid"
-    return "v1" if has_v1 else ("v2" if has_v2 else "none")
-
-
-def _cgroup2_mount() -> Path | None:
-    for point, fstype, _ in _mounts():
-        if fstype == "cgroup2":
-            return Path(point)
-    return None
-
-
-def cgroup2_controllers() -> list[str]:
-    """Controllers bound to the cgroup2 hierarchy (empty when there is none)."""
-    mount = _cgroup2_mount()
-    if mount is None:
-        return []
-    try:
-        return (mount / "cgroup.controllers").read_text().split()
-    except OSError:
-        return []
 
 
 def prepare_cgroups_for_crun(dry_run: bool = False) -> list[str]:

@@ -23,8 +23,7 @@ import pytest
 
 from sandcheck.clusters.backends.base import TIMEOUTS, Pod, PodSpec
 from sandcheck.clusters.catalog import Runtime
-from sandcheck.clusters.cleanup import OWNER_FILE
-from sandcheck.clusters.host import proc as hostproc
+from sandcheck.clusters.host.workdir import OWNER_FILE, WORK_BASE
 from sandcheck.fixtures.plugin import say
 from sandcheck.fixtures.pods import require_runtime
 
@@ -346,7 +345,7 @@ def concurrent_runs() -> list[str]:
     """Other sandcheck runs alive on this machine (their work dirs name a live owner)."""
     found = []
     try:
-        workdirs = [p for p in hostproc.WORK_BASE.iterdir() if p.is_dir()]
+        workdirs = [p for p in WORK_BASE.iterdir() if p.is_dir()]
     except OSError:
         return []
     for workdir in sorted(workdirs):

@@ -55,6 +55,7 @@ from sandcheck.clusters.backends.kube import KubeCluster, KubePod
 from sandcheck.clusters.catalog import Runtime
 from sandcheck.clusters.errors import ComponentError, UserError
 from sandcheck.clusters.host import proc as hostproc
+from sandcheck.clusters.host.workdir import WORK_BASE, claim, remove_tree, run_id_of
 from sandcheck.clusters.provision.kubernetes import (
     ETCD_VERSION,
     KUBERNETES_COMMANDS,
@@ -355,7 +356,7 @@ class LocalCluster(KubeCluster):
         super().__init__(runtimes, run_id)
         self.keep = keep
         self.containerd = containerd
-        self.workdir = hostproc.WORK_BASE / f"local-{run_id}"
+        self.workdir = WORK_BASE / f"local-{run_id}"
         self.pki = Pki(self.workdir / "pki")
         self.kubeconfig_path = self.workdir / "admin.kubeconfig"
         self.node = None
@@ -385,7 +386,6 @@ class LocalCluster(KubeCluster):
 
     def _start(self) -> None:
         from sandcheck.clusters.backends.node import NodeBackend, default_containerd
-        from sandcheck.clusters.cleanup import claim
 
         t0 = time.monotonic()
         deadline = t0 + TIMEOUTS.cluster_start
@@ -740,7 +740,7 @@ class LocalCluster(KubeCluster):
         steps.append(("kill leftovers", lambda: hostproc.kill_mentioning(self.workdir)))
         steps.append(("remove leftovers", lambda: remove_leftovers(
             self.workdir, remove_logs_dir=not self._logs_dir_existed)))
-        steps.append(("remove work dir", lambda: hostproc.remove_tree(self.workdir)))
+        steps.append(("remove work dir", lambda: remove_tree(self.workdir)))
         # Every step runs even when one fails (this is also the Ctrl-C path).
         for what, step in steps:
             try:
@@ -762,7 +762,7 @@ def remove_leftovers(workdir: Path, remove_logs_dir: bool = False) -> list[str]:
     cgroup subtree and kubelet's /var/log/containers links. For `sandcheck cleanup` too."""
     done = []
     if workdir.name.startswith("local-"):
-        done += remove_cgroup_root(f"/sandcheck-{hostproc.run_id_of(workdir)}")
+        done += remove_cgroup_root(f"/sandcheck-{run_id_of(workdir)}")
     done += remove_container_log_links(workdir, remove_dir=remove_logs_dir)
     return done
 

@@ -1,0 +1,132 @@
+"""The one place that knows the backends: name -> factory, options, availability check and
+leftover remover. The pytest options, the CLI (``sandcheck backends``, ``sandcheck run``),
+``sandcheck cleanup`` and the README's table are read from here.
+
+Adding a backend is one module under clusters/backends/ plus one entry below. Entries name
+their functions as ``module:attribute`` and are loaded on use, so choosing the node backend
+never imports the Kubernetes client.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sandcheck.clusters.backends.base import Backend, BackendSettings
+from sandcheck.clusters.errors import UserError
+
+DEFAULT_BACKEND = "local"
+_PACKAGE = "sandcheck.clusters.backends"
+
+
+@dataclass(frozen=True)
+class Option:
+    """A backend option: ``--flag`` on pytest and ``sandcheck run``; ``dest`` in
+    BackendSettings.options."""
+
+    flag: str
+    help: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    """argparse keywords (type, action, default)."""
+
+    @property
+    def dest(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+
+@dataclass(frozen=True)
+class BackendEntry:
+    name: str
+    summary: str
+    factory: str
+    """``module:function(BackendSettings) -> Backend``; the function checks its options and
+    raises UserError naming the flag and the fix."""
+    options: tuple[Option, ...] = ()
+    available: str | None = None
+    """``module:function() -> str | None``: why the backend cannot run here (None: it can)."""
+    leftovers: str | None = None
+    """``module:function(workdir: Path) -> list[str]``: remove what a dead run of this
+    backend left outside its work dir (bridges, cgroups, links); lines say what was done."""
+    workdir_prefix: str | None = None
+    """Work dirs of this backend under WORK_BASE are ``<prefix>-<run id>``."""
+
+    def _load(self, ref: str) -> Callable[..., Any]:
+        module, _, attr = ref.partition(":")
+        return getattr(importlib.import_module(f"{_PACKAGE}.{module}"), attr)
+
+    def open(self, settings: BackendSettings) -> Backend:
+        return self._load(self.factory)(settings)
+
+    def unavailable(self) -> str | None:
+        return None if self.available is None else self._load(self.available)()
+
+    def remove_leftovers(self, workdir: Path) -> list[str]:
+        return [] if self.leftovers is None else self._load(self.leftovers)(workdir)
+
+
+_CONTAINERD = Option("--containerd", "containerd binary for the node and local backends "
+                     "(default: the one `sandcheck provision` built, else PATH's)")
+
+BACKENDS: dict[str, BackendEntry] = {e.name: e for e in (
+    BackendEntry(
+        name="local",
+        summary="a single-node Kubernetes cluster of real components (etcd, kube-apiserver, "
+                "controller-manager, scheduler, kubelet) on the node backend's containerd",
+        factory="local.cluster:open_backend",
+        options=(_CONTAINERD,),
+        available="local.binaries:unavailable",
+        leftovers="local.leftovers:remove_leftovers",
+        workdir_prefix="local",
+    ),
+    BackendEntry(
+        name="node",
+        summary="no Kubernetes: a private containerd driven over CRI with crictl, the calls "
+                "kubelet makes",
+        factory="node:open_backend",
+        options=(_CONTAINERD,),
+        available="node:unavailable",
+        leftovers="node:remove_leftovers",
+        workdir_prefix="node",
+    ),
+    BackendEntry(
+        name="kubeconfig",
+        summary="an existing cluster; its nodes are not touched and must hold the probe image",
+        factory="kubeconfig:open_backend",
+        options=(
+            Option("--kubeconfig", "kubeconfig of an existing cluster", {"type": Path}),
+            Option("--use-existing-runtimeclasses", "use the cluster's RuntimeClasses, "
+                   "create none", {"action": "store_true"}),
+        ),
+    ),
+)}
+
+
+def entry(name: str) -> BackendEntry:
+    try:
+        return BACKENDS[name]
+    except KeyError:
+        raise UserError(f"unknown backend {name!r}: choose one of "
+                        f"{', '.join(BACKENDS)}") from None
+
+
+def options() -> list[Option]:
+    """Every backend option once (backends may share one, like --containerd)."""
+    seen: dict[str, Option] = {}
+    for e in BACKENDS.values():
+        for opt in e.options:
+            seen.setdefault(opt.flag, opt)
+    return list(seen.values())
+
+
+def for_workdir(workdir: Path) -> BackendEntry | None:
+    """The backend whose work dirs are named like ``workdir``."""
+    prefix = workdir.name.split("-", 1)[0]
+    return next((e for e in BACKENDS.values() if e.workdir_prefix == prefix), None)
+
+
+def open_backend(name: str, settings: BackendSettings) -> Backend:
+    """The named backend, made (not started) from ``settings``; UserError for bad options."""
+    return entry(name).open(settings)

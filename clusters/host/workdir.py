@@ -1,0 +1,44 @@
+"""Work dirs: everything a run makes on a host lives in one directory per run under
+WORK_BASE (``<backend>-<run id>``), with the pid of the process that owns it, so what a
+crashed run left can be found and removed."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from sandcheck.clusters.host.mounts import unmount_all
+from sandcheck.clusters.host.proc import kill_mentioning
+
+WORK_BASE = Path(os.environ.get("SANDCHECK_WORK", "/var/tmp/sandcheck"))
+
+OWNER_FILE = "owner.pid"
+
+
+def claim(workdir: Path) -> None:
+    """Mark ``workdir`` as owned by this process, so cleanup leaves it alone while we live."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / OWNER_FILE).write_text(str(os.getpid()))
+
+
+def owner_alive(workdir: Path) -> bool:
+    try:
+        pid = int((workdir / OWNER_FILE).read_text().strip())
+    except (OSError, ValueError):
+        return False
+    return pid != os.getpid() and Path(f"/proc/{pid}").exists()
+
+
+def remove_tree(path: Path) -> None:
+    """Stop the processes that name ``path``, unmount anything below it, then delete it."""
+    kill_mentioning(path)
+    if not path.exists():
+        return
+    unmount_all(str(path))
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def run_id_of(workdir: Path) -> str:
+    """The run id in a work dir's name (``node-<run id>``, ``local-<run id>``)."""
+    return workdir.name.split("-", 1)[1] if "-" in workdir.name else workdir.name
