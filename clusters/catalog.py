@@ -87,6 +87,12 @@ class Runtime:
     isolation: Isolation = field(default_factory=lambda: Isolation(own_kernel=None))
     unavailable: str | None = None
     """Why this runtime cannot be provisioned by sandcheck, if it cannot."""
+    packages: tuple[str, ...] = ()
+    """Debian packages that provide the runtime; ``sandcheck provision`` installs them."""
+    go_build: str | None = None
+    """The pinned Go build that provides the runtime (a name in clusters/provision/tools.py)."""
+    caveat: str | None = None
+    """What the runtime needs beyond its binaries; the provisioning report repeats it."""
 
     def containerd_options(self, config_dir: str) -> dict[str, Any]:
         return {k: _fill(v, config_dir) for k, v in self.options.items()}
@@ -135,7 +141,8 @@ _VM_SYSCALLS: dict[str, frozenset[str]] = {}
 
 
 
-def _native(name: str, description: str, unavailable: str | None = None) -> Runtime:
+def _native(name: str, description: str, unavailable: str | None = None,
+            packages: tuple[str, ...] = (), caveat: str | None = None) -> Runtime:
     """An OCI runtime binary driven through containerd's runc v2 shim, on the node's kernel."""
     return Runtime(
         name=name, handler=name, runtime_class=name, runtime_type="io.containerd.runc.v2",
@@ -143,15 +150,18 @@ def _native(name: str, description: str, unavailable: str | None = None) -> Runt
         binaries=(name, "containerd-shim-runc-v2"),
         isolation=Isolation(own_kernel=False, syscalls=_NATIVE_SYSCALLS,
                             syscalls_unfiltered=_NATIVE_UNFILTERED),
-        unavailable=unavailable,
+        unavailable=unavailable, packages=packages, caveat=caveat,
     )
 
 
 BUILTIN: dict[str, Runtime] = {
     r.name: r
     for r in (
-        _native("runc", "OCI reference runtime; namespaces and cgroups on the node's kernel"),
-        _native("crun", "OCI runtime in C, driven through the runc v2 shim"),
+        _native("runc", "OCI reference runtime; namespaces and cgroups on the node's kernel",
+                packages=("runc",)),
+        _native("crun", "OCI runtime in C, driven through the runc v2 shim", packages=("crun",),
+                caveat="containerd 2.x writes sandbox specs with ociVersion 1.3.0, which "
+                "crun 1.8 (Debian 12) rejects: use containerd 1.7 with it"),
         _native("youki", "OCI runtime in Rust, driven through the runc v2 shim",
                 unavailable="youki is not packaged for Debian 12; install it from its "
                 "releases and put it on PATH"),
@@ -166,6 +176,9 @@ BUILTIN: dict[str, Runtime] = {
                 "ConfigPath": "{config_dir}/runsc.toml",
             },
             binaries=("runsc", "containerd-shim-runsc-v1"),
+            go_build="gvisor",
+            caveat="containerd >= 1.7 (the shim answers with the v2 bootstrap protocol, "
+            "which containerd 1.6 cannot read)",
             config_files={"runsc.toml": {"runsc_config": {
                 # systrap needs no /dev/kvm or ptrace; oci-seccomp makes the Sentry apply
                 # the seccomp profile the pod asks for (gVisor ignores it by default).
@@ -247,6 +260,7 @@ _FIELDS = {
     "handler", "runtime_class", "runtime_type", "description", "options", "handler_settings",
     "binaries", "config_files", "overhead", "scheduling", "own_kernel", "dmesg_marker",
     "syscalls", "syscalls_unfiltered", "default_capabilities", "extra_devices", "base",
+    "packages",
 }
 
 
@@ -327,6 +341,7 @@ def _merge(name: str, base: Runtime | None, spec: dict[str, Any], where: str) ->
         options=options,
         handler_settings={**rt.handler_settings, **(spec.get("handler_settings") or {})},
         binaries=tuple(spec.get("binaries", rt.binaries)),
+        packages=tuple(spec.get("packages", rt.packages)),
         config_files={**rt.config_files, **(spec.get("config_files") or {})},
         overhead=spec.get("overhead", rt.overhead),
         scheduling=spec.get("scheduling", rt.scheduling),

@@ -86,7 +86,7 @@ def cmd_containerd_config(args) -> int:
     for line in report.lines():
         print(f"sandcheck: {line}", file=sys.stderr)
     if args.verify:
-        from sandcheck.clusters.containerd.daemon import verify
+        from sandcheck.clusters.containerd.verify import verify
         result = verify(doc, runtimes, config_dir, containerd=args.containerd, origin=path)
         for line in result.lines:
             print(f"verify: {line}", file=sys.stderr)
@@ -115,7 +115,7 @@ def cmd_containerd_config(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from sandcheck.clusters.containerd.daemon import verify
+    from sandcheck.clusters.containerd.verify import verify
     path = Path(args.path)
     if not path.is_file():
         raise UserError(f"{path} is not a file: give the config.toml to verify")
@@ -145,9 +145,8 @@ def cmd_catalog(args) -> int:
 
 
 def cmd_provision(args) -> int:
-    from sandcheck.clusters import provision
-    names = [r.name for r in _catalog(args).select(args.runtimes)]
-    provision.provision(names, kubernetes=args.kubernetes)
+    from sandcheck.clusters.provision.install import provision
+    provision(_catalog(args).select(args.runtimes), kubernetes=args.kubernetes)
     return 0
 
 
@@ -156,6 +155,29 @@ def cmd_cleanup(args) -> int:
     for line in cleanup(dry_run=args.dry_run, force=args.force):
         print(line)
     return 0
+
+
+def cmd_backends(args) -> int:
+    from sandcheck.clusters.backends.registry import BACKENDS, DEFAULT_BACKEND
+
+    for entry in BACKENDS.values():
+        why = entry.unavailable()
+        state = "ready" if why is None else f"unavailable: {why}"
+        default = " (default)" if entry.name == DEFAULT_BACKEND else ""
+        flags = " ".join(o.flag for o in entry.options)
+        print(f"{entry.name}{default}: {entry.summary}\n    options: {flags or '-'}\n"
+              f"    {state}")
+    return 0
+
+
+def run_suites(pytest_args: list[str]) -> int:
+    """``sandcheck run [pytest options]``: the bundled suites, from a checkout or a wheel."""
+    import pytest
+
+    import sandcheck.suites
+
+    suites = Path(sandcheck.suites.__file__).resolve().parent
+    return int(pytest.main([str(suites), *pytest_args]))
 
 
 def cmd_compare(args) -> int:
@@ -213,6 +235,11 @@ def parser() -> argparse.ArgumentParser:
                     help="also remove the directories of runs that still seem alive")
     cl.set_defaults(func=cmd_cleanup)
 
+    sub.add_parser("backends", help="list the backends, their options and whether they "
+                   "can run here").set_defaults(func=cmd_backends)
+    sub.add_parser("run", help="run the bundled suites: sandcheck run [pytest options], e.g. "
+                   "--backend node --runtimes runc -k kernel")
+
     cp = sub.add_parser("compare", help="compare two results.json files")
     cp.add_argument("old")
     cp.add_argument("new")
@@ -222,6 +249,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["run"]:
+        return run_suites(argv[1:])  # every option after `run` is pytest's
     args = parser().parse_args(argv)
     try:
         return args.func(args)

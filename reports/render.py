@@ -521,11 +521,16 @@ def md_metrics(results: Results) -> list[str]:
 
 
 def md_failures(results: Results) -> list[str]:
-    bad = problems(results)
-    if not bad:
-        return []
-    out = ["## Failures", ""]
-    for c in bad:
-        message = f": {md_cell(c.message, 200)}" if c.message else ""
-        out.append(f"- {ICONS.get(c.status, '?')} `{c.id}` [{c.runtime or NO_RUNTIME}]{message}")
-    return out + [""]
+    out: list[str] = []
+    for title, checks in (("Failures", problems(results)),
+                          ("Skipped, and why", [c for c in results.checks
+                                                if c.status == "skipped"])):
+        if not checks:
+            continue
+        out += [f"## {title}", ""]
+        for c in checks:
+            message = f": {md_cell(c.message, 200)}" if c.message else ""
+            out.append(f"- {ICONS.get(c.status, '?')} `{c.id}` [{c.runtime or NO_RUNTIME}]"
+                       f"{message}")
+        out.append("")
+    return out

@@ -8,7 +8,7 @@ path is widened to the checkout's root: the same import names work in both.
 
 from pathlib import Path
 
-__version__ = "0.2.0"
+__version__ = "0.1.0"
 
 _HERE = Path(__file__).resolve().parent
 if not (_HERE / "clusters").is_dir() and (_HERE.parent / "clusters" / "catalog.py").is_file():

@@ -1,4 +1,4 @@
-"""The Kubernetes and etcd builds: go.mod generation, and the real cached binaries.
+"""The Kubernetes and etcd builds: the generated build module, and the real cached binaries.
 
 The build tests are quick once the cache is warm (CI provisions first); cold they build
 Kubernetes from the Go module proxy, which takes many minutes on two cores.
@@ -7,10 +7,15 @@ Kubernetes from the Go module proxy, which takes many minutes on two cores.
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import pytest
 
+from sandcheck.clusters.errors import ComponentError, UserError
+from sandcheck.clusters.provision import gobuild
 from sandcheck.clusters.provision import kubernetes as kb
+from sandcheck.clusters.provision.paths import cache_dir
+from sandcheck.clusters.provision.pins import ETCD_VERSION, KUBERNETES_VERSION
 
 KUBERNETES_GOMOD = """\
 // This is a generated file. Do not edit directly.
@@ -37,10 +42,19 @@ replace example.com/forked v1.0.0 => example.com/fork v1.0.1
 """
 
 
+def _pinned_gomod(module: str, version: str) -> str:
+    """The pinned release's go.mod from the module cache (a provisioned host has it)."""
+    path = cache_dir() / "go" / "mod" / "cache" / "download" / module / "@v" / f"{version}.mod"
+    if not path.is_file():
+        pytest.skip(f"{module}@{version} not in the module cache: run "
+                    "`sandcheck provision --kubernetes`")
+    return path.read_text()
+
+
 def test_staging_version_maps_the_minor_and_patch():
     assert kb.staging_version("v1.34.12") == "v0.34.12"
     assert kb.staging_version("v1.35.0-rc.1") == "v0.35.0-rc.1"
-    with pytest.raises(kb.UserError, match="v1.MINOR.PATCH"):
+    with pytest.raises(UserError, match="v1.MINOR.PATCH"):
         kb.staging_version("1.34")
 
 
@@ -64,37 +78,50 @@ def test_rendered_gomod_replaces_staging_with_published_versions():
     assert not any("./staging" in line for line in lines)
 
 
+def test_rendered_gomod_of_the_pinned_release_replaces_every_staging_module():
+    """Against the real go.mod: every module required at v0.0.0 (a staging module) gets a
+    published version, and no local path is left for the build module to resolve."""
+    real = _pinned_gomod(kb.KUBERNETES_MODULE, KUBERNETES_VERSION)
+    staging = {line.split()[0] for line in kb.directives(real, "require")
+               if line.split()[1:2] == ["v0.0.0"]}
+    assert len(staging) > 20  # api, apimachinery, client-go, ... : the parse found them
+    rendered = kb.render_kubernetes_gomod(real, KUBERNETES_VERSION)
+    replaced = dict(kb.parse_replaces(rendered))
+    published = kb.staging_version(KUBERNETES_VERSION)
+    assert {m: replaced.get(m) for m in staging} == {m: f"{m} {published}" for m in staging}
+    assert not [new for new in replaced.values() if new.startswith(("/", "./", "../"))]
+
+
+def test_rendered_etcd_gomod_requires_only_the_server_module():
+    real = _pinned_gomod(kb.ETCD_MODULE, ETCD_VERSION)
+    assert kb.parse_replaces(real)  # etcd's own go.mod has the local replaces ...
+    rendered = kb.render_etcd_gomod(real, ETCD_VERSION)
+    assert kb.parse_replaces(rendered) == []  # ... the build module needs none
+    assert kb.directives(rendered, "require") == [f"{kb.ETCD_MODULE} {ETCD_VERSION}"]
+
+
 def test_rendered_gomod_without_replaces_is_an_error():
-    with pytest.raises(kb.ComponentError, match="no replace block"):
+    with pytest.raises(ComponentError, match="no replace block"):
         kb.render_kubernetes_gomod("module k8s.io/kubernetes\n\ngo 1.25.0\n", "v1.34.12")
 
 
-def test_ldflags_stamp_both_version_packages():
-    flags = kb.kubernetes_ldflags("v1.34.12", "2026-09-23T17:08:30Z")
-    for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
-        assert f"-X {pkg}.gitVersion=v1.34.12" in flags
-        assert f"-X {pkg}.gitMajor=1" in flags
-        assert f"-X {pkg}.gitMinor=34" in flags
-        assert f"-X {pkg}.gitTreeState=clean" in flags
-        assert f"-X {pkg}.buildDate=2026-09-23T17:08:30Z" in flags
+def test_ldflags_stamp_both_version_packages_with_the_release_date():
+    flags = gobuild.ldflags(kb.kubernetes_tool("v1.35.2"), "2026-09-23T17:08:30Z").split(" -X ")
+    assert flags[0] == "-s -w"
+    for pkg in kb.KUBERNETES_VERSION_PACKAGES:
+        for setting in ("gitVersion=v1.35.2", "gitMajor=1", "gitMinor=35",
+                        "gitTreeState=clean", "gitCommit=", "buildDate=2026-09-23T17:08:30Z"):
+            assert f"{pkg}.{setting}" in flags
 
 
 def test_tools_go_is_excluded_from_builds():
-    text = kb.render_tools_go(["k8s.io/kubernetes/cmd/kubelet"])
+    text = gobuild.render_tools_go(["k8s.io/kubernetes/cmd/kubelet"])
     assert text.startswith("//go:build tools\n")
     assert '_ "k8s.io/kubernetes/cmd/kubelet"' in text
 
 
-def test_cache_dir_follows_the_environment(monkeypatch, tmp_path):
-    monkeypatch.setenv("SANDCHECK_CACHE", str(tmp_path))
-    assert kb.cache_dir() == tmp_path
-    monkeypatch.delenv("SANDCHECK_CACHE")
-    assert kb.cache_dir().parts[-2:] == (".cache", "sandcheck")
-
-
-def test_unknown_command_is_a_user_error():
-    with pytest.raises(kb.UserError, match="unknown kubernetes command"):
-        kb.build_kubernetes(["kube-proxy-typo"], progress=lambda _line: None)
+def test_etcd_binary_is_where_go_writes_a_major_version_package():
+    assert kb.ETCD.binaries() == {"etcd": kb.ETCD.target() / "server"}
 
 
 def _run(argv: list[str]) -> str:
@@ -105,22 +132,23 @@ def _run(argv: list[str]) -> str:
 
 def test_built_kubernetes_binaries_report_the_pinned_version():
     lines: list[str] = []
-    binaries = kb.build_kubernetes(progress=lines.append)
+    binaries = gobuild.build(kb.KUBERNETES, progress=lines.append)
     assert sorted(binaries) == sorted(kb.KUBERNETES_COMMANDS)
     for name, path in binaries.items():
         if name == "kubectl":
             out = _run([str(path), "version", "--client"])
-            assert f"Client Version: {kb.KUBERNETES_VERSION}" in out
+            assert f"Client Version: {KUBERNETES_VERSION}" in out
         else:
             out = _run([str(path), "--version"])
-            assert out.strip() == f"Kubernetes {kb.KUBERNETES_VERSION}", f"{name}: {out!r}"
+            assert out.strip() == f"Kubernetes {KUBERNETES_VERSION}", f"{name}: {out!r}"
     # a second call is the cached path: no rebuild, one status line
     again: list[str] = []
-    assert kb.build_kubernetes(progress=again.append) == binaries
+    assert gobuild.build(kb.KUBERNETES, progress=again.append) == binaries
     assert len(again) == 1 and "cached" in again[0]
 
 
 def test_built_etcd_reports_the_pinned_version():
-    etcd = kb.build_etcd(progress=lambda _line: None)
+    etcd = gobuild.build(kb.ETCD, progress=lambda _line: None)["etcd"]
     out = _run([str(etcd), "--version"])
-    assert f"etcd Version: {kb.ETCD_VERSION.lstrip('v')}" in out
+    assert f"etcd Version: {ETCD_VERSION.lstrip('v')}" in out
+    assert Path(etcd).parent == kb.ETCD.target()

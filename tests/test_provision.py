@@ -1,27 +1,34 @@
-"""Tests of clusters.provision that run in seconds and change nothing on the host."""
+"""Provisioning: the Go build cache, apt, host preparation and the composed ``provision``.
+
+They run in seconds and change nothing on the host: builds go to a temporary cache, apt
+and mount are replaced where they would change something.
+"""
 
 from __future__ import annotations
 
+import ast
+import dataclasses
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
-import time
+import sys
 from pathlib import Path
 
 import pytest
 
-from sandcheck.clusters import provision
+from sandcheck.clusters.catalog import BUILTIN, Catalog
 from sandcheck.clusters.errors import ComponentError, UserError
+from sandcheck.clusters.provision import apt, gobuild, hostprep, install, pins, tools
+from sandcheck.clusters.provision.links import install_links
+from sandcheck.clusters.provision.paths import cache_dir, path_dir
+from sandcheck.clusters.provision.tools import GoTool, SourcePatch
+from sandcheck.clusters.provision.versions import versions
 
-HYBRID = """\
-24 1 0:22 / /sys/fs/cgroup ro,nosuid - tmpfs tmpfs ro,mode=755
-25 24 0:23 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
-26 24 0:24 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory
-"""
-UNIFIED = "30 1 0:26 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate\n"
-LEGACY = "26 24 0:24 / /sys/fs/cgroup/memory rw,relatime - cgroup cgroup rw,memory\n"
+PROVISION = Path(gobuild.__file__).parent
+HAS_GO = shutil.which("go") is not None or os.access("/usr/local/go/bin/go", os.X_OK)
 
 
 @pytest.fixture
@@ -30,32 +37,43 @@ def cache(tmp_path, monkeypatch) -> Path:
     return tmp_path / "cache"
 
 
-def test_cache_dir_follows_environment(cache):
-    assert provision.cache_dir() == cache
-    assert provision.path_dir() == cache / "path"
+def test_cache_dir_follows_environment(cache, monkeypatch):
+    assert cache_dir() == cache and path_dir() == cache / "path"
+    assert tools.CRI_TOOLS.target() == cache / "bin" / f"cri-tools-{tools.CRI_TOOLS.version}"
+    monkeypatch.delenv("SANDCHECK_CACHE")
+    assert cache_dir() == Path.home() / ".cache" / "sandcheck"
 
 
-def test_cache_dir_default(monkeypatch):
-    monkeypatch.delenv("SANDCHECK_CACHE", raising=False)
-    assert provision.cache_dir() == Path.home() / ".cache" / "sandcheck"
+def test_paths_do_not_import_the_build_engine():
+    """Runtime code imports paths, pins and the tool definitions; none drags in gobuild."""
+    code = ("import sys\n"
+            "import sandcheck.clusters.provision.paths, sandcheck.clusters.provision.pins\n"
+            "import sandcheck.clusters.provision.kubernetes\n"
+            "print(sorted(m for m in sys.modules if m.startswith('sandcheck.clusters.prov')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, cwd=Path(__file__).resolve().parents[1])
+    assert out.returncode == 0, out.stderr
+    assert "gobuild" not in out.stdout and "install" not in out.stdout, out.stdout
 
 
-@pytest.mark.parametrize(
-    "text,mode", [(HYBRID, "hybrid"), (UNIFIED, "v2"), (LEGACY, "v1"), ("", "none")]
-)
-def test_cgroup_mode(text, mode):
-    assert provision.cgroup_mode(text) == mode
-
-
-def test_cgroup_mode_of_this_host_is_known():
-    assert provision.cgroup_mode() in {"v1", "v2", "hybrid", "none"}
+def test_every_version_literal_is_in_pins():
+    """A version written anywhere but pins.py would escape the one place pins change."""
+    version = re.compile(r"v\d+\.\d+\.\d+([-+.][\w.-]*)?")
+    found = []
+    for path in sorted(PROVISION.glob("*.py")):
+        if path.name == "pins.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) \
+                    and version.fullmatch(node.value):
+                found.append(f"{path.name}:{node.lineno}: {node.value}")
+    assert not found
 
 
 def test_versions_on_this_machine():
-    v = provision.versions()
+    v = versions()
     assert v["kernel"] == platform.release()
-    assert v["cgroup_mode"] == provision.cgroup_mode()
-    assert isinstance(v["cgroup2_controllers"], list)
+    assert v["cgroup_mode"] in {"v1", "v2", "hybrid", "none"}
     for tool in ("containerd", "runc", "crun"):
         if shutil.which(tool):
             assert v[tool] and v[tool][0].isdigit(), (tool, v[tool])
@@ -63,108 +81,173 @@ def test_versions_on_this_machine():
             assert v[tool] is None
 
 
+@pytest.mark.skipif(
+    not os.access(Path.home() / ".cache" / "sandcheck" / "path" / "crictl", os.X_OK),
+    reason="crictl not provisioned in the default cache (run `sandcheck provision`)",
+)
+def test_provisioned_crictl_prints_the_pin_it_was_stamped_with(monkeypatch):
+    """The version variables reach the binary: what it prints is the pin, not 'unknown'."""
+    monkeypatch.delenv("SANDCHECK_CACHE", raising=False)
+    assert versions()["crictl"] == pins.CRI_TOOLS_VERSION.lstrip("v")
+
+
+# --- apt -----------------------------------------------------------------------------------
+
+
 def test_apt_install_of_installed_package_is_a_noop(monkeypatch):
-    if shutil.which("dpkg-query") is None or not provision.dpkg_installed("dpkg"):
+    if not apt.dpkg_installed("dpkg"):
         pytest.skip("not a Debian-family host (no dpkg-query or dpkg not installed)")
-
-    def no_apt(*a, **kw):  # apt-get must not run for a package that is present
-        raise AssertionError(f"apt was called: {a}")
-
-    monkeypatch.setattr(provision, "_run", no_apt)
-    start = time.monotonic()
-    assert provision.apt_install(["dpkg", "dpkg"]) == []
-    assert time.monotonic() - start < 10
+    monkeypatch.setattr(apt, "run", lambda *a, **kw: pytest.fail(f"apt was called: {a}"))
+    lines: list[str] = []
+    assert apt.apt_install(["dpkg", "dpkg"], progress=lines.append) == []
+    assert lines == ["apt packages present (dpkg)"]
 
 
 def test_apt_install_without_root_names_the_command(monkeypatch):
-    monkeypatch.setattr(provision, "dpkg_installed", lambda p: False)
-    monkeypatch.setattr(provision.shutil, "which", lambda name: f"/usr/bin/{name}")
-    monkeypatch.setattr(provision.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(apt, "dpkg_installed", lambda p: False)
+    monkeypatch.setattr(apt.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(apt.os, "geteuid", lambda: 1000)
     with pytest.raises(UserError, match=r"apt-get install sandcheck-nonexistent"):
-        provision.apt_install(["sandcheck-nonexistent"])
+        apt.apt_install(["sandcheck-nonexistent"])
 
 
 def test_apt_install_without_apt_get(monkeypatch):
-    monkeypatch.setattr(provision, "dpkg_installed", lambda p: False)
-    monkeypatch.setattr(provision.shutil, "which", lambda name: None)
+    monkeypatch.setattr(apt, "dpkg_installed", lambda p: False)
+    monkeypatch.setattr(apt.shutil, "which", lambda name: None)
     with pytest.raises(UserError, match="no apt-get"):
-        provision.apt_install(["foo"])
+        apt.apt_install(["foo"])
 
 
-def _fake_build(cache: Path, tool: provision.GoTool) -> Path:
-    target = cache / "bin" / f"{tool.name}-{tool.version}"
-    target.mkdir(parents=True)
-    for pkg in tool.packages.values():
-        exe = target / pkg.rsplit("/", 1)[-1]
-        exe.write_text("#!/bin/sh\necho fake\n")
+# --- the Go build engine, with go replaced ------------------------------------------------
+
+HELLO = GoTool(name="hello", module="example.com/hello", version="v1.0.0",
+               packages={"hello": "example.com/hello/cmd/hello",
+                         "hi": "example.com/hello/cmd/hi/v2"},
+               version_vars=("example.com/hello/version.Version",))
+
+
+class FakeGo:
+    """Stands in for go: ``run_logged`` writes each package's binary where go would."""
+
+    def __init__(self, monkeypatch, module_dir: Path):
+        self.builds: list[list[str]] = []
+        monkeypatch.setattr(gobuild, "find_go", lambda: "go")
+        monkeypatch.setattr(gobuild, "go_version", lambda go: (1, 22))
+        monkeypatch.setattr(gobuild, "download", lambda go, env, module, version, log:
+                            gobuild.Module(module_dir, "module example.com/hello\n", None))
+        monkeypatch.setattr(gobuild, "run_logged", self.run_logged)
+
+    def run_logged(self, argv, *, cwd, env, log, timeout, what, poll=None):
+        self.builds.append(argv)
+        if argv[1] == "install":
+            out, packages = Path(env["GOBIN"]), [a.split("@")[0] for a in argv if "@" in a]
+        else:
+            out, packages = Path(argv[argv.index("-o") + 1]), argv[argv.index("-o") + 2:]
+        for pkg in packages:
+            exe = out / tools.exe_name(pkg)
+            exe.write_text("#!/bin/sh\n")
+            exe.chmod(0o755)
+
+
+def test_a_stamp_written_by_a_build_is_read_back_and_reused(cache, tmp_path, monkeypatch):
+    go = FakeGo(monkeypatch, tmp_path)
+    lines: list[str] = []
+    first = gobuild.build(HELLO, progress=lines.append)
+    assert first == {"hello": HELLO.target() / "hello", "hi": HELLO.target() / "hi"}
+    assert len(go.builds) == 1 and go.builds[0][1] == "install"
+    assert "-X example.com/hello/version.Version=v1.0.0" in go.builds[0][2]
+    stamp = gobuild.read_stamp(HELLO.target())
+    assert stamp["version"] == "v1.0.0" and stamp["go"] == "1.22"
+    again: list[str] = []
+    assert gobuild.build(HELLO, progress=again.append) == first
+    assert len(go.builds) == 1 and len(again) == 1 and "cached" in again[0]
+
+
+@pytest.mark.parametrize("change", [
+    {"version_vars": ()},
+    {"tags": ("no_btrfs",)},
+    {"link_vars": {"example.com/hello/version.Date": "{released}"}},
+    {"patches": (SourcePatch("cmd/hello/main.go", "a", "b", "test"),)},
+    {"build_module": tools.BuildModule(lambda gomod, version: gomod, revision=2)},
+])
+def test_a_changed_recipe_invalidates_the_cached_build(cache, tmp_path, monkeypatch, change):
+    FakeGo(monkeypatch, tmp_path)
+    gobuild.build(HELLO, progress=lambda _: None)
+    changed = dataclasses.replace(HELLO, **change)
+    assert changed.target() == HELLO.target()  # same directory, so only the stamp tells
+    assert gobuild.cached(HELLO) is not None
+    assert gobuild.cached(changed) is None
+
+
+def test_a_changed_pin_is_a_new_build(cache, tmp_path, monkeypatch):
+    go = FakeGo(monkeypatch, tmp_path)
+    gobuild.build(HELLO, progress=lambda _: None)
+    newer = dataclasses.replace(HELLO, version="v1.0.1")
+    assert gobuild.cached(newer) is None
+    gobuild.build(newer, progress=lambda _: None)
+    assert len(go.builds) == 2 and "example.com/hello/cmd/hello@v1.0.1" in go.builds[1]
+
+
+def test_a_missing_binary_is_rebuilt(cache, tmp_path, monkeypatch):
+    go = FakeGo(monkeypatch, tmp_path)
+    gobuild.build(HELLO, progress=lambda _: None)
+    (HELLO.target() / "hello").unlink()
+    gobuild.build(HELLO, progress=lambda _: None)
+    assert len(go.builds) == 2 and (HELLO.target() / "hello").is_file()
+
+
+def test_stamps_of_the_earlier_tool_format_are_still_reused(cache):
+    """A cache filled before the engine was unified (this JSON is what it wrote) is reused,
+    so an upgrade does not rebuild containerd, gVisor or crictl."""
+    tool = tools.CONTAINERD17
+    tool.target().mkdir(parents=True)
+    for exe in tool.binaries().values():
+        exe.write_text("#!/bin/sh\n")
         exe.chmod(0o755)
-    stamp = {
-        "module": tool.module,
+    (tool.target() / ".stamp.json").write_text(json.dumps({
+        "module": "github.com/containerd/containerd",
         "version": tool.version,
-        "tags": sorted(tool.tags),
-        "packages": dict(sorted(tool.packages.items())),
-        "version_vars": sorted(tool.version_vars),
-        "built": "earlier",
-    }
-    (target / ".stamp.json").write_text(json.dumps(stamp))
-    return target
+        "tags": ["no_btrfs"],
+        "packages": {c: f"github.com/containerd/containerd/cmd/{c}"
+                     for c in ("containerd", "containerd-shim-runc-v2", "ctr")},
+        "version_vars": ["github.com/containerd/containerd/version.Version"],
+        "from_source": True,
+        "patches": [],
+        "go": "1.26",
+        "built": "2026-11-25T21:16:55Z",
+        "build_seconds": 54.8,
+    }))
+    assert gobuild.cached(tool) == tool.binaries()
 
 
-def test_go_build_reuses_stamped_binaries(cache, monkeypatch):
-    target = _fake_build(cache, provision.GVISOR)
-
-    def no_go():
-        raise AssertionError("go must not run when the stamp matches")
-
-    monkeypatch.setattr(provision, "find_go", no_go)
-    start = time.monotonic()
-    got = provision.build_tool(provision.GVISOR)
-    assert time.monotonic() - start < 1
-    assert got == {"runsc": target / "runsc", "containerd-shim-runsc-v1": target / "shim"}
-
-
-def test_go_build_rebuilds_when_the_stamp_differs(cache, monkeypatch):
-    target = _fake_build(cache, provision.CRI_TOOLS)
-    stamp = json.loads((target / ".stamp.json").read_text())
-    stamp["tags"] = ["other"]
-    (target / ".stamp.json").write_text(json.dumps(stamp))
-    calls = []
-
-    def fake_go():
-        calls.append(1)
-        raise UserError("go not found")
-
-    monkeypatch.setattr(provision, "find_go", fake_go)
-    with pytest.raises(UserError):
-        provision.build_tool(provision.CRI_TOOLS)
-    assert calls == [1]
-
-
-def test_go_build_rebuilds_when_a_binary_is_missing(cache, monkeypatch):
-    target = _fake_build(cache, provision.CONTAINERD2)
-    (target / "ctr").unlink()
-    monkeypatch.setattr(provision, "find_go", lambda: (_ for _ in ()).throw(UserError("no go")))
-    with pytest.raises(UserError, match="no go"):
-        provision.build_tool(provision.CONTAINERD2)
-
-
-def test_missing_go_says_what_to_install(cache, monkeypatch):
-    monkeypatch.setattr(provision.shutil, "which", lambda name: None)
-    monkeypatch.setattr(provision, "GO_FALLBACKS", ())
+def test_missing_go_says_what_to_install(monkeypatch):
+    monkeypatch.setattr(gobuild.shutil, "which", lambda name: None)
+    monkeypatch.setattr(gobuild, "GO_FALLBACKS", ())
     with pytest.raises(UserError, match=r"apt-get install golang-go or install Go >= 1\.22"):
-        provision.go_build("example.com/m", ["example.com/m/cmd/x"], "v1.0.0", "x")
+        gobuild.find_go()
 
 
-def test_go_build_rejects_a_package_outside_the_module(cache):
+def test_a_package_outside_the_module_is_refused(cache):
+    bad = dataclasses.replace(HELLO, packages={"x": "example.com/other/x"})
     with pytest.raises(UserError, match="not in module"):
-        provision.go_build("example.com/m", ["example.com/other/x"], "v1.0.0", "x")
+        gobuild.build(bad, progress=lambda _: None)
 
 
-def test_has_capability_reads_the_effective_set():
-    text = "Name:\tx\nCapEff:\t000001fffeffffff\n"
-    assert provision.has_capability(21, text)  # CAP_SYS_ADMIN
-    assert not provision.has_capability(provision.CAP_SYS_RESOURCE, text)
-    assert not provision.has_capability(0, "Name:\tx\n")
+def test_a_failing_go_command_ends_with_its_log_tail(cache, tmp_path):
+    log = tmp_path / "build.log"
+    with pytest.raises(gobuild.GoBuildError, match=r"(?s)exited 3\n.*no such package") as err:
+        gobuild.run_logged(["sh", "-c", "echo no such package >&2; exit 3"], cwd=tmp_path,
+                           env=os.environ, log=log, timeout=30, what="building x")
+    assert err.value.log_path == log and "# exit 3" in log.read_text()
+
+
+def test_a_go_command_past_its_timeout_is_killed(cache, tmp_path):
+    log = tmp_path / "build.log"
+    marker = tmp_path / "survived"
+    with pytest.raises(gobuild.GoBuildError, match="not within"):
+        gobuild.run_logged(["sh", "-c", f"sleep 3; touch {marker}"], cwd=tmp_path,
+                           env=os.environ, log=log, timeout=0.5, what="building x")
+    assert not marker.exists()  # the process group was killed, not left running
 
 
 def _fake_module(root: Path, source: str) -> Path:
@@ -177,66 +260,47 @@ def _fake_module(root: Path, source: str) -> Path:
     return mod
 
 
-def _fake_download(monkeypatch, mod: Path) -> None:
-    real_run = provision._run
-
-    def run(argv, *a, **kw):
-        if list(argv[1:3]) == ["mod", "download"]:
-            return subprocess.CompletedProcess(argv, 0, json.dumps({"Dir": str(mod)}), "")
-        return real_run(argv, *a, **kw)
-
-    monkeypatch.setattr(provision, "_run", run)
+PATCH = SourcePatch("cmd/hello/main.go", 'println("v1")', 'println("v2")', "test")
 
 
-PATCH = provision.SourcePatch("cmd/hello/main.go", 'println("v1")', 'println("v2")', "test")
-
-
-def test_prepare_source_patches_a_copy_and_keeps_the_cache(tmp_path, monkeypatch):
+def test_copy_module_patches_a_copy_and_keeps_the_cache(tmp_path):
     mod = _fake_module(tmp_path, 'package main\n\nfunc main() { println("v1") }\n')
-    _fake_download(monkeypatch, mod)
     dest = tmp_path / "src"
-    provision._prepare_source("go", "example.com/hello", "v1.0.0", dest, [PATCH], {})
+    gobuild.copy_module(mod, dest, [PATCH], "hello-v1.0.0")
     assert 'println("v2")' in (dest / "cmd/hello/main.go").read_text()
     assert 'println("v1")' in (mod / "cmd/hello/main.go").read_text()
     assert (mod / "cmd/hello/main.go").stat().st_mode & 0o777 == 0o444
     assert (dest / "go.mod").samefile(mod / "go.mod")  # unpatched files are hard links
 
 
-def test_prepare_source_refuses_a_patch_that_no_longer_applies(tmp_path, monkeypatch):
+def test_copy_module_refuses_a_patch_that_no_longer_applies(tmp_path):
     mod = _fake_module(tmp_path, "package main\n\nfunc main() {}\n")
-    _fake_download(monkeypatch, mod)
     with pytest.raises(ComponentError, match="found it 0 times"):
-        provision._prepare_source("go", "example.com/hello", "v1.0.0", tmp_path / "s", [PATCH], {})
+        gobuild.copy_module(mod, tmp_path / "s", [PATCH], "hello-v1.0.0")
 
 
-@pytest.mark.skipif(
-    shutil.which("go") is None and not os.access("/usr/local/go/bin/go", os.X_OK),
-    reason="go not installed (apt-get install golang-go)",
-)
-def test_go_build_from_patched_source(tmp_path, monkeypatch):
-    """A real build of a tiny module through the source path, then the cached path."""
-    shared = provision.cache_dir() / "go" / "build"  # reuse a warm Go build cache
+@pytest.mark.skipif(not HAS_GO, reason="go not installed (apt-get install golang-go)")
+def test_real_build_from_patched_source_then_from_its_stamp(tmp_path, monkeypatch):
+    """go itself, through the patched-source path; the second call must not run go."""
+    shared = cache_dir() / "go" / "build"  # reuse a warm Go build cache
     monkeypatch.setenv("SANDCHECK_CACHE", str(tmp_path / "cache"))
     if shared.is_dir():
         (tmp_path / "cache" / "go").mkdir(parents=True)
         (tmp_path / "cache" / "go" / "build").symlink_to(shared)
     mod = _fake_module(tmp_path, 'package main\n\nfunc main() { println("v1") }\n')
-    _fake_download(monkeypatch, mod)
-    got = provision.go_build(
-        "example.com/hello", ["example.com/hello/cmd/hello"], "v1.0.0", "hello", patches=[PATCH]
-    )
+    monkeypatch.setattr(gobuild, "download", lambda go, env, module, version, log:
+                        gobuild.Module(mod, (mod / "go.mod").read_text(), None))
+    tool = GoTool(name="hello", module="example.com/hello", version="v1.0.0",
+                  packages={"hello": "example.com/hello/cmd/hello"}, patches=(PATCH,))
+    got = gobuild.build(tool, progress=lambda _: None)
     out = subprocess.run([str(got["hello"])], capture_output=True, text=True, timeout=30)
     assert out.stderr.strip() == "v2"
-    assert not (tmp_path / "cache" / "src").exists() or not any(
-        (tmp_path / "cache" / "src").iterdir()
-    )
-    monkeypatch.setattr(provision, "find_go", lambda: pytest.fail("rebuilt"))
-    assert (
-        provision.go_build(
-            "example.com/hello", ["example.com/hello/cmd/hello"], "v1.0.0", "hello", patches=[PATCH]
-        )
-        == got
-    )
+    assert not any((tmp_path / "cache" / "src").glob("*"))
+    monkeypatch.setattr(gobuild, "find_go", lambda: pytest.fail("rebuilt"))
+    assert gobuild.build(tool, progress=lambda _: None) == got
+
+
+# --- links and host preparation ------------------------------------------------------------
 
 
 def test_install_links_is_idempotent_and_safe(cache, tmp_path):
@@ -244,86 +308,128 @@ def test_install_links_is_idempotent_and_safe(cache, tmp_path):
     exe.write_text("#!/bin/sh\n")
     exe.chmod(0o755)
     bin_dir = tmp_path / "links"
-    first = provision.install_links({"containerd-shim-runsc-v1": exe}, bin_dir)
-    again = provision.install_links({"containerd-shim-runsc-v1": exe}, bin_dir)
+    lines: list[str] = []
+    first = install_links({"containerd-shim-runsc-v1": exe}, bin_dir, progress=lines.append)
+    again = install_links({"containerd-shim-runsc-v1": exe}, bin_dir, progress=lines.append)
     assert first == again == {"containerd-shim-runsc-v1": exe.resolve()}
-    link = bin_dir / "containerd-shim-runsc-v1"
-    assert link.is_symlink() and link.resolve() == exe.resolve()
+    assert len(lines) == 1  # the second call changed nothing and says nothing
     (bin_dir / "runsc").write_text("a real file")
     with pytest.raises(UserError, match="not a link"):
-        provision.install_links({"runsc": exe}, bin_dir)
+        install_links({"runsc": exe}, bin_dir)
     assert (bin_dir / "runsc").read_text() == "a real file"
 
 
 def test_install_links_default_is_the_cache_path_dir(cache, tmp_path):
     exe = tmp_path / "crictl"
     exe.write_text("")
-    provision.install_links({"crictl": exe})
+    install_links({"crictl": exe}, progress=lambda _: None)
     assert (cache / "path" / "crictl").is_symlink()
 
 
+def test_has_capability_reads_the_effective_set():
+    text = "Name:\tx\nCapEff:\t000001fffeffffff\n"  # this project's VM: all but SYS_RESOURCE
+    assert hostprep.has_capability(21, text)  # CAP_SYS_ADMIN
+    assert not hostprep.has_capability(hostprep.CAP_SYS_RESOURCE, text)
+    assert not hostprep.has_capability(0, "Name:\tx\n")
+
+
 def test_prepare_cgroups_does_nothing_off_hybrid(monkeypatch):
-    monkeypatch.setattr(provision, "cgroup_mode", lambda mountinfo=None: "v2")
-    monkeypatch.setattr(provision, "_run", lambda *a, **kw: pytest.fail("must not mount"))
-    assert provision.prepare_cgroups_for_crun() == []
+    monkeypatch.setattr(hostprep, "cgroup_mode", lambda mountinfo=None: "v2")
+    monkeypatch.setattr(hostprep, "run", lambda *a, **kw: pytest.fail("must not mount"))
+    assert hostprep.prepare_cgroups_for_crun() == []
 
 
 def test_prepare_cgroups_plan_on_this_host():
     """A dry run: on a hybrid host with cgroup2 controllers it plans one mount each."""
-    plan = provision.prepare_cgroups_for_crun(dry_run=True)
-    if provision.cgroup_mode() != "hybrid":
+    plan = hostprep.prepare_cgroups_for_crun(dry_run=True, progress=lambda _: None)
+    if hostprep.cgroup_mode() != "hybrid":
         assert plan == []
     else:
-        assert plan == [
-            f"mount -t cgroup -o {c} cgroup /sys/fs/cgroup/{c}"
-            for c in provision.cgroup2_controllers()
-        ]
+        assert plan == [f"mount -t cgroup -o {c} cgroup /sys/fs/cgroup/{c}"
+                        for c in hostprep.cgroup2_controllers()]
 
 
 def test_prepare_cgroups_without_root_prints_the_commands(monkeypatch):
-    monkeypatch.setattr(provision, "cgroup_mode", lambda mountinfo=None: "hybrid")
-    monkeypatch.setattr(provision, "cgroup2_controllers", lambda: ["hugetlb"])
-    monkeypatch.setattr(provision.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(hostprep, "cgroup_mode", lambda mountinfo=None: "hybrid")
+    monkeypatch.setattr(hostprep, "cgroup2_controllers", lambda: ["hugetlb"])
+    monkeypatch.setattr(hostprep.os, "geteuid", lambda: 1000)
     with pytest.raises(UserError, match=r"mount -t cgroup -o hugetlb cgroup"):
-        provision.prepare_cgroups_for_crun()
+        hostprep.prepare_cgroups_for_crun()
 
 
-def test_provision_reports_a_runtime_it_cannot_install(cache, monkeypatch):
-    monkeypatch.setattr(provision, "apt_install", lambda pkgs: [])
-    monkeypatch.setattr(provision, "build_tool", lambda tool: {})
-    monkeypatch.setattr(provision, "_which", lambda name, extra=(): None)
-    out = provision.provision(["youki"], containerd2=False)
-    assert out["runtimes"]["youki"]["available"] is False
-    assert "install it by hand" in out["runtimes"]["youki"]["reason"]
+# --- provision(), with the steps recorded instead of run ----------------------------------
 
 
-def test_provision_reports_kata_unavailable(cache, monkeypatch):
-    monkeypatch.setattr(provision, "apt_install", lambda pkgs: [])
-    monkeypatch.setattr(provision, "build_tool", lambda tool: {})
-    out = provision.provision(["kata"], containerd2=False)
-    assert out["runtimes"]["kata"]["available"] is False
-    assert "Kata" in out["runtimes"]["kata"]["reason"]
-    assert out["host_changes"] == []
-    assert out["containerd_path_dirs"] == {}
+class Steps:
+    def __init__(self, monkeypatch, on_path: set[str] = frozenset()):
+        self.apt: list[str] = []
+        self.built: list[str] = []
+        self.cgroups = 0
+        monkeypatch.setattr(install, "apt_install", lambda pkgs, progress: self.apt.extend(pkgs))
+        monkeypatch.setattr(install, "build", self.build)
+        monkeypatch.setattr(install, "install_links", lambda b, d=None, progress=None: dict(b))
+        monkeypatch.setattr(install, "which", lambda name, extra=(): (
+            f"/usr/bin/{name}" if name in on_path else None))
+        monkeypatch.setattr(install, "versions", dict)
+        monkeypatch.setattr(install, "prepare_cgroups_for_crun", self.prepare)
+
+    def build(self, tool, progress):
+        self.built.append(tool.name)
+        return {link: Path("/built") / link for link in tool.packages}
+
+    def prepare(self, progress):
+        self.cgroups += 1
+        return ["mount -t cgroup -o hugetlb cgroup /sys/fs/cgroup/hugetlb"]
 
 
-def test_pinned_tools_are_consistent():
-    assert provision.GVISOR_SHIM_OOM_TOLERANT.version == provision.GVISOR.version
-    for tool in (
-        provision.GVISOR,
-        provision.CRI_TOOLS,
-        provision.CONTAINERD2,
-        provision.CONTAINERD17,
-        provision.GVISOR_SHIM_OOM_TOLERANT,
-    ):
-        for pkg in tool.packages.values():
-            assert pkg.startswith(tool.module + "/"), pkg
+def test_provision_installs_the_packages_the_catalog_names(cache, monkeypatch, capsys):
+    steps = Steps(monkeypatch, on_path={"runc", "crun", "containerd-shim-runc-v2"})
+    lines: list[str] = []
+    out = install.provision([BUILTIN["runc"], BUILTIN["crun"]], containerd2=False,
+                            progress=lines.append)
+    assert {"runc", "crun", *install.BASE_PACKAGES} == set(steps.apt)
+    assert steps.built == ["cri-tools"]  # no gVisor, no containerd 1.7 without runsc
+    assert out["runtimes"]["crun"]["available"] is True
+    assert out["runtimes"]["crun"]["notes"] == [BUILTIN["crun"].caveat]
+    assert steps.cgroups == 1 and out["host_changes"]
+    assert capsys.readouterr().err == ""  # every line went to the progress given
 
 
-@pytest.mark.skipif(
-    not os.access(provision.cache_dir() / "path" / "crictl", os.X_OK),
-    reason="crictl not provisioned in the default cache (run provision)",
-)
-def test_provisioned_crictl_reports_its_pinned_version(monkeypatch):
-    monkeypatch.delenv("SANDCHECK_CACHE", raising=False)
-    assert provision.versions()["crictl"] == provision.CRI_TOOLS.version.lstrip("v")
+def test_provision_reads_packages_of_a_user_catalog(cache, monkeypatch, tmp_path):
+    (tmp_path / "extra.toml").write_text(
+        '[runtimes.youki]\npackages = ["youki"]\n')
+    rt = Catalog.load(tmp_path / "extra.toml").get("youki")
+    steps = Steps(monkeypatch)
+    install.provision([rt], containerd2=False, progress=lambda _: None)
+    assert "youki" in steps.apt
+
+
+def test_provision_builds_gvisor_and_containerd17_for_runsc(cache, monkeypatch):
+    steps = Steps(monkeypatch, on_path={"runsc", "containerd-shim-runsc-v1"})
+    out = install.provision([BUILTIN["runsc"]], containerd2=False, shim_oom_tolerant=True,
+                            progress=lambda _: None)
+    assert steps.built == ["cri-tools", "gvisor", "gvisor-shim-oom-tolerant", "containerd"]
+    assert out["containerd_path_dirs"] == {"1.7": str(cache / "path-containerd17")}
+    assert install.SHIM_OOM_NOTE in out["runtimes"]["runsc"]["notes"]
+
+
+def test_provision_reports_kata_unavailable_with_the_catalogs_reason(cache, monkeypatch):
+    steps = Steps(monkeypatch)
+    lines: list[str] = []
+    out = install.provision([BUILTIN["kata"]], containerd2=False, progress=lines.append)
+    assert out["runtimes"]["kata"] == {
+        "available": False,
+        "binaries": {b: None for b in BUILTIN["kata"].binaries},
+        "reason": BUILTIN["kata"].unavailable,
+    }
+    assert f"kata unavailable: {BUILTIN['kata'].unavailable}" in lines
+    assert steps.cgroups == 0 and out["containerd_path_dirs"] == {}
+
+
+def test_provision_says_a_built_runtime_is_missing_when_its_binary_is(cache, monkeypatch):
+    Steps(monkeypatch, on_path={"runsc"})  # e.g. Debian's runsc: no shim
+    out = install.provision([BUILTIN["runsc"]], containerd2=False, shim_oom_tolerant=False,
+                            progress=lambda _: None)
+    entry = out["runtimes"]["runsc"]
+    assert entry["available"] is False
+    assert entry["reason"] == "containerd-shim-runsc-v1 not on PATH after provisioning"

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from sandcheck.clusters import provision
 from sandcheck.clusters.catalog import Catalog
 from sandcheck.clusters.cli import main
 from sandcheck.clusters.containerd import config as cc
-from sandcheck.clusters.containerd.daemon import verify
+from sandcheck.clusters.containerd.verify import verify
 from sandcheck.clusters.errors import ComponentError
+from sandcheck.clusters.provision.paths import containerd2_path_dir
 
 CONFIGS = Path(__file__).parent / "configs"
 RUNTIMES = Catalog.load().select("runc,crun,runsc")
@@ -23,7 +23,7 @@ def _containerd(series: str) -> str:
         exe = shutil.which("containerd") or "/usr/bin/containerd"
         hint = "apt-get install containerd"
     else:
-        exe = str(provision.containerd2_path_dir() / "containerd")
+        exe = str(containerd2_path_dir() / "containerd")
         hint = "run `sandcheck provision` (it builds containerd 2.x)"
     if not Path(exe).exists():
         pytest.skip(f"containerd {series} not found at {exe}: {hint}")

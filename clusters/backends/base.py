@@ -19,6 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from sandcheck.clusters.catalog import Runtime
 from sandcheck.clusters.containerd.images import ProbeImage
+from sandcheck.clusters.errors import ComponentError
 from sandcheck.clusters.progress import Progress, quiet
 from sandcheck.clusters.timeouts import TIMEOUTS
 
@@ -69,6 +70,16 @@ def lacking(backend: Backend, capability: Capability) -> str | None:
         return None
     return (f"needs {capability.gives}; the {backend.name} backend has none: run with "
             f"{capability.where}")
+
+
+class Refused(ComponentError):
+    """The API refused an object (admission, validation): its HTTP status and message."""
+
+    def __init__(self, status: int, message: str, body: str = ""):
+        super().__init__(f"{status}: {message}")
+        self.status = status
+        self.message = message
+        self.body = body
 
 
 @dataclass
@@ -202,7 +213,8 @@ class KubernetesBackend(Backend, Protocol):
     """KUBERNETES_API: what the RuntimeClass suite asks of a cluster."""
 
     def submit_pod(self, spec: PodSpec) -> tuple[str, str]:
-        """Create a pod without waiting for it (for pods that must not run): (name, ns)."""
+        """Create a pod without waiting for it (for pods that must not run): (name, ns);
+        Refused when the API does not admit it."""
         ...
 
     def remove_pod(self, name: str, namespace: str) -> None: ...

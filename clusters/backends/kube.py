@@ -17,24 +17,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sandcheck.clusters import provision
 from sandcheck.clusters.backends.base import (
     RUN_LABEL,
-    TIMEOUTS,
+    RUNTIME_LABEL,
+    Capability,
     ExecResult,
     PhaseTimes,
     PodSpec,
+    Refused,
     unique_name,
 )
 from sandcheck.clusters.catalog import Runtime
+from sandcheck.clusters.containerd.images import PROBE_IMAGE
 from sandcheck.clusters.errors import ComponentError, UserError
+from sandcheck.clusters.progress import Progress, quiet
 from sandcheck.clusters.runtimeclass import MANAGED_LABEL, runtime_class
-from sandcheck.fixtures.image import ALIAS_TAG, REPOSITORY
+from sandcheck.clusters.timeouts import TIMEOUTS, wait_until
 
-PROBE_IMAGE = f"{REPOSITORY}:{ALIAS_TAG}"
-"""The probe image's alias tag; every node must already hold it (pods never pull)."""
-
-RUNTIME_LABEL = "sandcheck.dev/runtime"
 POLL_SECONDS = 0.1
 EVENTS_EVERY_SECONDS = 1.0
 
@@ -48,10 +47,10 @@ _FATAL_WAITING = {"ErrImageNeverPull", "InvalidImageName", "CreateContainerConfi
 
 def kubectl_binary() -> str | None:
     """The kubectl `sandcheck provision --kubernetes` built, else PATH's."""
-    from sandcheck.clusters.provision.kubernetes import KUBERNETES_VERSION
+    from sandcheck.clusters.provision.kubernetes import KUBERNETES
+    from sandcheck.clusters.provision.paths import path_dir
 
-    for cand in (provision.path_dir() / "kubectl",
-                 provision.cache_dir() / "bin" / f"kubernetes-{KUBERNETES_VERSION}" / "kubectl"):
+    for cand in (path_dir() / "kubectl", KUBERNETES.binaries()["kubectl"]):
         if cand.is_file():
             return str(cand)
     return shutil.which("kubectl")
@@ -202,11 +201,17 @@ class KubeCluster:
     """
 
     name = "kubernetes"
-    kubernetes = True
+    level = "Kubernetes"
+    capabilities = frozenset({Capability.KUBERNETES_API})
 
-    def __init__(self, runtimes: list[Runtime], run_id: str):
-        self.runtimes = runtimes
+    def __init__(self, runtimes: list[Runtime], run_id: str, image_ref: str = PROBE_IMAGE,
+                 progress: Progress = quiet):
+        self.runtimes = list(runtimes)
         self.run_id = run_id
+        self.image_ref = image_ref
+        self.progress = progress
+        self.missing_runtimes: dict[str, str] = {}
+        """Selected runtimes left out before any pod (binaries a node lacks)."""
         self.namespace = namespace_for(run_id)
         self.kubeconfig_path: Path | None = None
         self.api_client = None
@@ -219,7 +224,7 @@ class KubeCluster:
 
     # -- API access -----------------------------------------------------------------------
 
-    def connect(self, timeout: float = 30.0) -> None:
+    def connect(self) -> None:
         """An API client for ``kubeconfig_path`` (no process-wide default is touched)."""
         from kubernetes import config as kconfig
 
@@ -245,14 +250,16 @@ class KubeCluster:
         from kubernetes import client
 
         try:
-            return client.VersionApi(self.api_client).get_code(_request_timeout=10).git_version
+            version = client.VersionApi(self.api_client)
+            return version.get_code(_request_timeout=TIMEOUTS.api_call).git_version
         except Exception:
             return None
 
     def component_logs(self) -> dict[str, str]:
         return {}
 
-    def kubectl(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess | None:
+    def kubectl(self, *args: str, timeout: float = TIMEOUTS.api_call
+                ) -> subprocess.CompletedProcess | None:
         exe = kubectl_binary()
         if exe is None or self.kubeconfig_path is None:
             return None
@@ -273,7 +280,7 @@ class KubeCluster:
             body = runtime_class(rt)
             name = body["metadata"]["name"]
             try:
-                found = self.node_api.read_runtime_class(name, _request_timeout=30)
+                found = self.node_api.read_runtime_class(name, _request_timeout=TIMEOUTS.api_call)
             except ApiException as exc:
                 if exc.status != 404:
                     raise ComponentError(f"reading RuntimeClass {name}: {exc.status} "
@@ -294,7 +301,7 @@ class KubeCluster:
                                 "cluster: create it, or run without "
                                 "--use-existing-runtimeclasses so sandcheck creates it")
             try:
-                self.node_api.create_runtime_class(body, _request_timeout=30)
+                self.node_api.create_runtime_class(body, _request_timeout=TIMEOUTS.api_call)
             except ApiException as exc:
                 raise ComponentError(f"creating RuntimeClass {name}: {exc.status} "
                                      f"{exc.reason}: {exc.body}") from None
@@ -305,7 +312,7 @@ class KubeCluster:
     def delete_runtime_classes(self) -> None:
         for name in self.created_runtime_classes:
             try:
-                self.node_api.delete_runtime_class(name, _request_timeout=30)
+                self.node_api.delete_runtime_class(name, _request_timeout=TIMEOUTS.api_call)
             except Exception:
                 pass
         self.created_runtime_classes = []
@@ -321,27 +328,26 @@ class KubeCluster:
         body = {"apiVersion": "v1", "kind": "Namespace",
                 "metadata": {"name": self.namespace, "labels": {RUN_LABEL: self.run_id}}}
         try:
-            self.core.create_namespace(body, _request_timeout=30)
+            self.core.create_namespace(body, _request_timeout=TIMEOUTS.api_call)
         except ApiException as exc:
             if exc.status != 409:
                 raise ComponentError(f"creating namespace {self.namespace}: {exc.status} "
                                      f"{exc.reason}: {exc.body}") from None
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def service_account() -> bool | None:
             try:
-                self.core.read_namespaced_service_account("default", self.namespace,
-                                                          _request_timeout=10)
-                break
+                self.core.read_namespaced_service_account(
+                    "default", self.namespace, _request_timeout=TIMEOUTS.api_call)
+                return True
             except ApiException as exc:
                 if exc.status != 404:
                     raise ComponentError(f"reading the default ServiceAccount of "
                                          f"{self.namespace}: {exc.status} {exc.reason}") from None
-            if time.monotonic() > deadline:
-                raise ComponentError(
-                    f"namespace {self.namespace} got no default ServiceAccount within "
-                    f"{timeout:.0f}s (is kube-controller-manager running?)"
-                    + self._logs_text())
-            time.sleep(0.2)
+            return None
+
+        wait_until(service_account, timeout, f"namespace {self.namespace} to get its default "
+                   "ServiceAccount (is kube-controller-manager running?)", interval=0.2,
+                   state=self._logs_text)
         self._namespace_ready = True
         return self.namespace
 
@@ -353,25 +359,37 @@ class KubeCluster:
             return True
         try:
             self.core.delete_namespace(self.namespace, grace_period_seconds=0,
-                                       _request_timeout=30)
+                                       _request_timeout=TIMEOUTS.api_call)
         except ApiException as exc:
             if exc.status == 404:
                 return True
             return False
         except Exception:
             return False
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        if self._gone(lambda: self.core.read_namespace(
+                self.namespace, _request_timeout=TIMEOUTS.api_call), timeout):
+            self._namespace_ready = False
+            return True
+        return False
+
+    def _gone(self, read, timeout: float) -> bool:
+        """Wait until ``read()`` answers 404; False when the wait runs out or the API fails."""
+        from kubernetes.client.rest import ApiException
+
+        def absent() -> bool | None:
             try:
-                self.core.read_namespace(self.namespace, _request_timeout=10)
+                read()
             except ApiException as exc:
                 if exc.status == 404:
-                    self._namespace_ready = False
                     return True
             except Exception:
                 return False
-            time.sleep(0.5)
-        return False
+            return None
+
+        try:
+            return wait_until(absent, timeout, "object deletion", interval=0.2)
+        except ComponentError:
+            return False
 
     # -- pods ----------------------------------------------------------------------------------
 
@@ -385,10 +403,11 @@ class KubeCluster:
         namespace = self.ensure_namespace()
         name = unique_name(spec.name_prefix)
         pod = KubePod(self, spec, name, namespace)
-        body = pod_manifest(spec, name, namespace, self.run_id)
+        body = pod_manifest(spec, name, namespace, self.run_id, self.image_ref)
         start = time.monotonic()
         try:
-            created = self.core.create_namespaced_pod(namespace, body, _request_timeout=30)
+            created = self.core.create_namespaced_pod(namespace, body,
+                                                      _request_timeout=TIMEOUTS.api_call)
         except ApiException as exc:
             raise ComponentError(f"the API refused pod {name} "
                                  f"(runtimeClassName {body['spec']['runtimeClassName']}): "
@@ -404,29 +423,34 @@ class KubeCluster:
         return pod
 
     def _wait_running(self, pod: KubePod, start: float, timeout: float) -> dict[str, Any]:
-        deadline = start + timeout
-        next_events = start + EVENTS_EVERY_SECONDS
-        while True:
+        """Poll the pod until its containers run; a state that cannot lead there (the
+        node lacks the handler, the image is absent) ends the wait at once."""
+        next_events = [start + EVENTS_EVERY_SECONDS]
+        last: dict[str, Any] = {}
+
+        def running() -> dict[str, Any] | None:
             data = self.read_pod(pod.name, pod.namespace)
+            last["phase"] = (data.get("status") or {}).get("phase")
             status = data.get("status") or {}
-            phase = status.get("phase")
-            if phase == "Running" and _containers_running(status):
+            if status.get("phase") == "Running" and _containers_running(status):
                 return data
             problem = _fatal_problem(status)
-            if problem is None and time.monotonic() >= next_events:
-                next_events = time.monotonic() + EVENTS_EVERY_SECONDS
+            if problem is None and time.monotonic() >= next_events[0]:
+                next_events[0] = time.monotonic() + EVENTS_EVERY_SECONDS
                 problem = self._handler_problem(pod)
             if problem is not None:
                 raise ComponentError(f"pod {pod.namespace}/{pod.name} "
                                      f"({pod.spec.runtime.name}) cannot start: {problem}\n"
                                      + self.pod_diagnostics(pod.name, pod.namespace,
                                                             pod.spec.runtime.name))
-            if time.monotonic() >= deadline:
-                raise ComponentError(
-                    f"pod {pod.namespace}/{pod.name} ({pod.spec.runtime.name}) not Running "
-                    f"within {timeout:.0f}s (phase {phase})\n"
-                    + self.pod_diagnostics(pod.name, pod.namespace, pod.spec.runtime.name))
-            time.sleep(POLL_SECONDS)
+            return None
+
+        return wait_until(
+            running, max(0.0, start + timeout - time.monotonic()),
+            f"pod {pod.namespace}/{pod.name} ({pod.spec.runtime.name}) to run",
+            interval=POLL_SECONDS,
+            state=lambda: f"phase {last.get('phase')}\n" + self.pod_diagnostics(
+                pod.name, pod.namespace, pod.spec.runtime.name))
 
     def _handler_problem(self, pod: KubePod) -> str | None:
         """A FailedCreatePodSandBox event that says the node lacks the handler."""
@@ -444,13 +468,14 @@ class KubeCluster:
         node = pod.node_name or (pod.read().get("spec") or {}).get("nodeName")
         if not node:
             return None
-        return self.core.read_node(node, _request_timeout=30).status.node_info.kernel_version
+        info = self.core.read_node(node, _request_timeout=TIMEOUTS.api_call).status.node_info
+        return info.kernel_version
 
     def read_pod(self, name: str, namespace: str) -> dict[str, Any]:
         from kubernetes.client.rest import ApiException
 
         try:
-            obj = self.core.read_namespaced_pod(name, namespace, _request_timeout=30)
+            obj = self.core.read_namespaced_pod(name, namespace, _request_timeout=TIMEOUTS.api_call)
         except ApiException as exc:
             raise ComponentError(f"reading pod {namespace}/{name}: {exc.status} "
                                  f"{exc.reason}") from None
@@ -465,7 +490,8 @@ class KubeCluster:
         # has stopped its containers and sandbox; grace 0 would drop the object at once
         # and leave the runtime's processes to die later.
         try:
-            self.core.delete_namespaced_pod(pod.name, pod.namespace, _request_timeout=30)
+            self.core.delete_namespaced_pod(pod.name, pod.namespace,
+                                            _request_timeout=TIMEOUTS.api_call)
         except ApiException:
             return
         except Exception:
@@ -474,16 +500,8 @@ class KubeCluster:
             return
         # The runtime's processes go with the pod: wait for the API object to be gone so
         # the next measurement does not see them.
-        deadline = time.monotonic() + TIMEOUTS.pod_delete
-        while time.monotonic() < deadline:
-            try:
-                self.core.read_namespaced_pod(pod.name, pod.namespace, _request_timeout=10)
-            except ApiException as exc:
-                if exc.status == 404:
-                    return
-            except Exception:
-                return
-            time.sleep(0.2)
+        self._gone(lambda: self.core.read_namespaced_pod(
+            pod.name, pod.namespace, _request_timeout=TIMEOUTS.api_call), TIMEOUTS.pod_delete)
 
     def exec_in_pod(self, pod: KubePod, argv: list[str], timeout: float) -> ExecResult:
         from kubernetes import client
@@ -546,7 +564,7 @@ class KubeCluster:
         try:
             return self.core.list_namespaced_event(
                 namespace, field_selector=f"involvedObject.name={name}",
-                _request_timeout=10).items
+                _request_timeout=TIMEOUTS.api_call).items
         except Exception:
             return []
 
@@ -578,6 +596,79 @@ class KubeCluster:
                 f"--- events:\n{self.pod_events_text(name, namespace)}\n"
                 f"--- kubectl describe pod:\n{self.describe_pod(name, namespace)}"
                 + self._logs_text())
+
+    # -- what the RuntimeClass suite asks (KubernetesBackend) -------------------------------
+
+    def submit_pod(self, spec: PodSpec) -> tuple[str, str]:
+        """Create a pod without waiting (for pods that must not run); the API's refusal
+        comes back as ApiException. Deleted with the run's namespace at the latest."""
+        from kubernetes.client.rest import ApiException
+
+        namespace = self.ensure_namespace()
+        name = unique_name(spec.name_prefix)
+        try:
+            self.core.create_namespaced_pod(namespace, pod_manifest(
+                spec, name, namespace, self.run_id, self.image_ref),
+                _request_timeout=TIMEOUTS.api_call)
+        except ApiException as exc:
+            raise Refused(exc.status, _api_message(exc), exc.body or "") from None
+        return name, namespace
+
+    def remove_pod(self, name: str, namespace: str) -> None:
+        from kubernetes.client.rest import ApiException
+
+        try:
+            self.core.delete_namespaced_pod(name, namespace, grace_period_seconds=0,
+                                            _request_timeout=TIMEOUTS.api_call)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise ComponentError(f"deleting pod {namespace}/{name}: {exc.status} "
+                                     f"{exc.reason}") from None
+
+    def pod_object(self, pod: KubePod) -> dict[str, Any]:
+        return self.read_pod(pod.name, pod.namespace)
+
+    def describe(self, pod: KubePod) -> str:
+        return self.describe_pod(pod.name, pod.namespace)
+
+    def events(self, name: str, namespace: str, reason: str | None = None) -> list[str]:
+        return [ev.message or "" for ev in self._events(name, namespace)
+                if reason is None or ev.reason == reason]
+
+    def create_runtime_class(self, handler: str, **extra: Any) -> str:
+        """A RuntimeClass with a fresh name, labelled as sandcheck's; stop() deletes it."""
+        name = unique_name("sandcheck-rc")
+        body = {"apiVersion": "node.k8s.io/v1", "kind": "RuntimeClass",
+                "metadata": {"name": name, "labels": {MANAGED_LABEL: "true",
+                                                      RUN_LABEL: self.run_id}},
+                "handler": handler, **extra}
+        self.node_api.create_runtime_class(body, _request_timeout=TIMEOUTS.api_call)
+        self.created_runtime_classes.append(name)
+        return name
+
+    def read_runtime_class(self, name: str) -> dict[str, Any]:
+        obj = self.node_api.read_runtime_class(name, _request_timeout=TIMEOUTS.api_call)
+        return self.api_client.sanitize_for_serialization(obj)
+
+    def delete_runtime_class(self, name: str) -> None:
+        from kubernetes.client.rest import ApiException
+
+        try:
+            self.node_api.delete_runtime_class(name, _request_timeout=TIMEOUTS.api_call)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise ComponentError(f"deleting RuntimeClass {name}: {exc.status} "
+                                     f"{exc.reason}") from None
+        if name in self.created_runtime_classes:
+            self.created_runtime_classes.remove(name)
+
+    def node_names(self) -> list[str]:
+        return [n.metadata.name for n in
+                self.core.list_node(_request_timeout=TIMEOUTS.api_call).items]
+
+    def cri_node(self):
+        raise ComponentError(f"the {self.name} backend reaches no node's containerd "
+                             "(it lacks the CRI_DIRECT capability)")
 
     def handler_check(self, timeout: float = TIMEOUTS.pod_start) -> dict[str, str]:
         """Start one pod per selected runtime class; handler -> problem for those that fail."""

@@ -22,23 +22,24 @@ It is then known as ``localhost/sandcheck/probe:latest``.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
-from sandcheck.clusters.backends.base import TIMEOUTS
-from sandcheck.clusters.backends.kube import PROBE_IMAGE, KubeCluster
+from sandcheck.clusters.backends.base import BackendSettings
+from sandcheck.clusters.backends.kube import KubeCluster
 from sandcheck.clusters.catalog import Runtime
+from sandcheck.clusters.containerd.images import PROBE_IMAGE
 from sandcheck.clusters.errors import UserError
+from sandcheck.clusters.progress import Progress, quiet
+from sandcheck.clusters.timeouts import TIMEOUTS
 
 
 class ExistingCluster(KubeCluster):
     name = "kubeconfig"
-    kubernetes = True
 
     def __init__(self, runtimes: list[Runtime], run_id: str, kubeconfig: str | Path,
-                 use_existing: bool = False, keep: bool = False):
-        super().__init__(runtimes, run_id)
+                 use_existing: bool = False, keep: bool = False, progress: Progress = quiet):
+        super().__init__(runtimes, run_id, progress=progress)
         self.kubeconfig_path = Path(kubeconfig).expanduser()
         self.use_existing = use_existing
         self.keep = keep
@@ -62,14 +63,14 @@ class ExistingCluster(KubeCluster):
         problems = self.handler_check(timeout=TIMEOUTS.pod_start)
         for handler, why in problems.items():
             classes = [rt.runtime_class for rt in self.runtimes if rt.handler == handler]
-            print(f"sandcheck: RuntimeClass {', '.join(classes)} (handler {handler!r}) cannot "
-                  f"run pods on this cluster: {why}", file=sys.stderr, flush=True)
+            self.progress(f"RuntimeClass {', '.join(classes)} (handler {handler!r}) cannot "
+                          f"run pods on this cluster: {why}")
 
     def _check_reachable(self) -> None:
         from kubernetes import client
 
         try:
-            client.VersionApi(self.api_client).get_code(_request_timeout=15)
+            client.VersionApi(self.api_client).get_code(_request_timeout=TIMEOUTS.api_call)
         except Exception as exc:  # urllib3 connection errors, TLS errors, 401/403
             server = self.api_client.configuration.host
             reason = getattr(exc, "reason", None) or exc
@@ -87,7 +88,7 @@ class ExistingCluster(KubeCluster):
             "handlers_missing": dict(self.missing_handlers),
         }
         try:
-            nodes = self.core.list_node(_request_timeout=15).items
+            nodes = self.core.list_node(_request_timeout=TIMEOUTS.api_call).items
             env["nodes"] = [{"name": n.metadata.name,
                              "kubelet": n.status.node_info.kubelet_version,
                              "container_runtime": n.status.node_info.container_runtime_version,
@@ -107,3 +108,15 @@ class ExistingCluster(KubeCluster):
         except Exception:
             pass
         self.api_client = None
+
+
+def open_backend(settings: BackendSettings) -> ExistingCluster:
+    path = settings.options.get("kubeconfig")
+    if path is None:
+        raise UserError("--backend kubeconfig needs --kubeconfig PATH (the kubeconfig of the "
+                        "cluster to test)")
+    if not Path(path).expanduser().is_file():
+        raise UserError(f"--kubeconfig {path}: no such file")
+    return ExistingCluster(settings.runtimes, settings.run_id, path,
+                           use_existing=bool(settings.options.get("use_existing_runtimeclasses")),
+                           keep=settings.keep, progress=settings.progress)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
 import shutil
 import time
 from pathlib import Path
@@ -18,10 +19,10 @@ from typing import Any
 
 import tomlkit
 
-from sandcheck.clusters import provision
 from sandcheck.clusters.backends.base import (
     RUN_LABEL,
-    TIMEOUTS,
+    BackendSettings,
+    Capability,
     ExecResult,
     PhaseTimes,
     PodSpec,
@@ -29,13 +30,20 @@ from sandcheck.clusters.backends.base import (
 )
 from sandcheck.clusters.catalog import Runtime
 from sandcheck.clusters.containerd import config as cc
-from sandcheck.clusters.containerd.daemon import PrivateContainerd, containerd_version
+from sandcheck.clusters.containerd.config import containerd_version
+from sandcheck.clusters.containerd.daemon import PrivateContainerd
+from sandcheck.clusters.containerd.images import ProbeImage, import_into_containerd
+from sandcheck.clusters.containerd.podconfig import container_config, sandbox_config
 from sandcheck.clusters.errors import ComponentError, UserError
 from sandcheck.clusters.host import proc as hostproc
-from sandcheck.clusters.host.workdir import WORK_BASE, claim, remove_tree
+from sandcheck.clusters.host.cgroups import cgroup_mode
+from sandcheck.clusters.host.workdir import WORK_BASE, claim, remove_tree, run_id_of
+from sandcheck.clusters.progress import Progress, quiet
+from sandcheck.clusters.provision.paths import containerd17_path_dir, path_dir, search_path
+from sandcheck.clusters.provision.versions import versions
+from sandcheck.clusters.timeouts import TIMEOUTS
 
 CRI_NAMESPACE = "k8s.io"
-POD_NAMESPACE = "sandcheck"
 CNI_BIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
 
 
@@ -84,10 +92,12 @@ class NodePod:
     def inspect(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         if self.pod_id:
-            proc = self.backend.daemon.crictl("inspectp", self.pod_id, check=False)
+            proc = self.backend.daemon.crictl("inspectp", self.pod_id, check=False,
+                                              timeout=TIMEOUTS.api_call)
             out["sandbox"] = _json_or_text(proc.stdout or proc.stderr)
         if self.container_id:
-            proc = self.backend.daemon.crictl("inspect", self.container_id, check=False)
+            proc = self.backend.daemon.crictl("inspect", self.container_id, check=False,
+                                              timeout=TIMEOUTS.api_call)
             out["container"] = _json_or_text(proc.stdout or proc.stderr)
         return out
 
@@ -109,23 +119,51 @@ def _json_or_text(text: str) -> Any:
 
 
 class NodeBackend:
-    name = "node"
-    kubernetes = False
+    """Pods over CRI on a private containerd of this machine (no Kubernetes)."""
 
-    def __init__(self, runtimes: list[Runtime], run_id: str, containerd: str | None = None,
-                 keep: bool = False):
+    name = "node"
+    level = "CRI"
+    capabilities = frozenset({Capability.HOST_PROCESSES, Capability.CRI_INSPECT,
+                              Capability.NODE_CGROUPS, Capability.CRI_DIRECT,
+                              Capability.NODE_IS_HOST})
+
+    def __init__(self, runtimes: list[Runtime], run_id: str, image: ProbeImage | None,
+                 containerd: str | None = None, keep: bool = False,
+                 progress: Progress = quiet):
+        """Nothing starts here (the registry makes backends to check their options)."""
         self.runtimes = list(runtimes)
         self.missing_runtimes: dict[str, str] = {}
         self.run_id = run_id
+        self.image = image
         self.keep = keep
+        self.progress = progress
         self.workdir = WORK_BASE / f"node-{run_id}"
-        self.containerd_binary = containerd or default_containerd()
-        self.containerd_version = containerd_version(self.containerd_binary)
-        # containerd's own directory first: its runc shim and ctr are its siblings.
-        self.tool_dirs = [str(Path(self.containerd_binary).parent), str(provision.path_dir())]
+        if containerd is not None:
+            default_containerd(containerd)  # a --containerd that does not exist ends here
+        self.requested_containerd = containerd
+        self._containerd_binary: str | None = None
+        self._containerd_version: str | None = None
         self.daemon: PrivateContainerd | None = None
-        self.image = None
         self.verified: dict[str, Any] = {}
+
+    @property
+    def containerd_binary(self) -> str:
+        """The containerd this run drives (found at first use: making a backend to check
+        its options needs none installed)."""
+        if self._containerd_binary is None:
+            self._containerd_binary = default_containerd(self.requested_containerd)
+        return self._containerd_binary
+
+    @property
+    def tool_dirs(self) -> list[str]:
+        """containerd's own directory first: its runc shim and ctr are its siblings."""
+        return [str(Path(self.containerd_binary).parent), str(path_dir())]
+
+    @property
+    def containerd_version(self) -> str:
+        if self._containerd_version is None:
+            self._containerd_version = containerd_version(self.containerd_binary)
+        return self._containerd_version
 
     # -- bring-up -----------------------------------------------------------------------
 
@@ -190,18 +228,17 @@ class NodeBackend:
         (conf_dir / "10-sandcheck.conflist").write_text(json.dumps(conflist, indent=2))
 
     def start(self) -> None:
-        from sandcheck.fixtures.image import build_probe_image, import_into_containerd
-
+        if self.image is None:
+            raise UserError("the node backend needs the probe image: pass the ProbeImage "
+                            "that sandcheck.fixtures.image.build_probe_image built")
         self._drop_missing_runtimes()
-
         claim(self.workdir)
-        self.image = build_probe_image(provision.cache_dir() / "probe")
         self._write_cni()
         doc = self.config_document()
         self.daemon = PrivateContainerd(doc, self.workdir / "containerd",
                                         binary=self.containerd_binary,
                                         extra_path=self.tool_dirs)
-        self.daemon.start(timeout=TIMEOUTS.cluster_start)
+        self.daemon.start(timeout=TIMEOUTS.daemon_start)
         import_into_containerd(self.image, str(self.daemon.socket), CRI_NAMESPACE,
                                ctr=self._ctr())
         effective = self.daemon.effective_runtimes()
@@ -239,8 +276,8 @@ class NodeBackend:
             "containerd": self.containerd_version,
             "handlers_verified": self.verified,
             "probe_image": self.image.ref if self.image else None,
-            "cgroup_mode": provision.cgroup_mode(),
-            "versions": provision.versions(),
+            "cgroup_mode": cgroup_mode(),
+            "versions": versions(),
             "runtime_binaries": self._runtime_binaries(),
         }
 
@@ -259,38 +296,22 @@ class NodeBackend:
     # -- pods ----------------------------------------------------------------------------
 
     def pod_config(self, spec: PodSpec, name: str) -> dict[str, Any]:
-        return {
-            "metadata": {"name": name, "namespace": POD_NAMESPACE, "uid": name, "attempt": 0},
-            "hostname": name,
-            "log_directory": str(self.workdir / "pods" / name / "logs"),
-            "labels": {RUN_LABEL: self.run_id, "sandcheck.dev/runtime": spec.runtime.name,
-                       **spec.labels},
-            "linux": {"security_context": {"namespace_options": {"network": 0, "pid": 1,
-                                                                  "ipc": 0}}},
-        }
+        return sandbox_config(spec, name, self.run_id, self.workdir / "pods" / name / "logs")
 
     def container_config(self, spec: PodSpec) -> dict[str, Any]:
-        sc: dict[str, Any] = {"privileged": spec.privileged,
-                              "namespace_options": {"network": 0, "pid": 1, "ipc": 0}}
-        if spec.seccomp == "RuntimeDefault":
-            sc["seccomp"] = {"profile_type": 0}
-            sc["seccomp_profile_path"] = "runtime/default"
-        else:
-            sc["seccomp"] = {"profile_type": 1}
-            sc["seccomp_profile_path"] = "unconfined"
-        if spec.add_capabilities or spec.drop_capabilities:
-            sc["capabilities"] = {"add_capabilities": spec.add_capabilities,
-                                  "drop_capabilities": spec.drop_capabilities}
-        if spec.run_as_user is not None:
-            sc["run_as_user"] = {"value": spec.run_as_user}
-        return {
-            "metadata": {"name": "probe"},
-            "image": {"image": self.image.alias},
-            "command": spec.command,
-            "log_path": "probe.log",
-            "labels": {RUN_LABEL: self.run_id},
-            "linux": {"security_context": sc},
-        }
+        return container_config(spec, self.image.alias, self.run_id)
+
+    def crictl(self, *args: str, timeout: float = TIMEOUTS.command, check: bool = True):
+        return self.daemon.crictl(*args, timeout=timeout, check=check)
+
+    def cri_node(self) -> NodeBackend:
+        return self
+
+    def inspect_pod(self, pod: NodePod) -> dict[str, Any]:
+        return pod.inspect()
+
+    def node_kernel(self, pod: NodePod) -> str:
+        return platform.release()
 
     def create_pod(self, spec: PodSpec) -> NodePod:
         name = unique_name(spec.name_prefix)
@@ -347,7 +368,7 @@ class NodeBackend:
             return
         if self.daemon is not None:
             proc = self.daemon.crictl("pods", "-q", "--label", f"{RUN_LABEL}={self.run_id}",
-                                      check=False, timeout=30)
+                                      check=False, timeout=TIMEOUTS.api_call)
             for pod_id in proc.stdout.split():
                 self._remove_sandbox(pod_id)
             self.daemon.stop()
@@ -359,7 +380,7 @@ def sandbox_pids(daemon: PrivateContainerd, pod_id: str) -> list[int]:
     """Host processes of a sandbox and its containers: shims, runsc's sandbox, gofers and
     waiters name one of these ids on their command lines."""
     ids = [pod_id, *daemon.crictl("ps", "-a", "-q", "--pod", pod_id, check=False,
-                                  timeout=30).stdout.split()]
+                                  timeout=TIMEOUTS.api_call).stdout.split()]
     pids = {pid for one in ids for pid, _ in hostproc.processes_mentioning(one)}
     return sorted(pids)
 
@@ -368,7 +389,7 @@ def remove_network(run_id: str) -> None:
     """Delete the run's bridge (CNI leaves it when the last pod goes)."""
     name = bridge_name(run_id)
     if Path("/sys/class/net", name).exists():
-        hostproc.run(["ip", "link", "delete", name], check=False, timeout=30)
+        hostproc.run(["ip", "link", "delete", name], check=False, timeout=TIMEOUTS.command)
 
 
 def default_containerd(requested: str | None = None) -> str:
@@ -379,10 +400,36 @@ def default_containerd(requested: str | None = None) -> str:
         if exe is None:
             raise UserError(f"--containerd {requested}: no such executable")
         return exe
-    built = provision.containerd17_path_dir() / "containerd"
+    built = containerd17_path_dir() / "containerd"
     if built.exists():
         return str(built)
     exe = shutil.which("containerd")
     if exe is None:
         raise UserError("containerd not found: run `sandcheck provision`")
     return exe
+
+
+def open_backend(settings: BackendSettings) -> NodeBackend:
+    return NodeBackend(settings.runtimes, settings.run_id, settings.image,
+                       containerd=settings.options.get("containerd"), keep=settings.keep,
+                       progress=settings.progress)
+
+
+def unavailable() -> str | None:
+    """Why the node backend cannot run here (None: it can)."""
+    try:
+        default_containerd()
+    except UserError as exc:
+        return str(exc)
+    if shutil.which("crictl", path=search_path()) is None:
+        return "crictl not found: run `sandcheck provision`"
+    return None
+
+
+def remove_leftovers(workdir: Path) -> list[str]:
+    """What a dead node run leaves outside its work dir: its CNI bridge."""
+    run_id = run_id_of(workdir)
+    if not Path("/sys/class/net", bridge_name(run_id)).exists():
+        return []
+    remove_network(run_id)
+    return [f"ip link delete {bridge_name(run_id)}"]

@@ -10,23 +10,16 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import tomlkit
 
-from sandcheck.clusters import provision
-from sandcheck.clusters.catalog import Runtime
-from sandcheck.clusters.containerd import config as cc
-from sandcheck.clusters.containerd.config import containerd_version
 from sandcheck.clusters.errors import ComponentError, UserError
 from sandcheck.clusters.host import proc as hostproc
-from sandcheck.clusters.host.workdir import WORK_BASE, remove_tree
-
-START_TIMEOUT = 60.0
+from sandcheck.clusters.host.workdir import remove_tree
+from sandcheck.clusters.provision.paths import path_dir
+from sandcheck.clusters.timeouts import TIMEOUTS, wait_until
 
 
 def find_binary(name: str, hint: str, path: str | None = None) -> str:
@@ -46,7 +39,7 @@ class PrivateContainerd:
 
     def __init__(self, doc: tomlkit.TOMLDocument, workdir: Path, binary: str = "containerd",
                  config_origin: Path | None = None, extra_path: list[str] | None = None):
-        self.extra_path = list(dict.fromkeys([*(extra_path or []), str(provision.path_dir())]))
+        self.extra_path = list(dict.fromkeys([*(extra_path or []), str(path_dir())]))
         self.binary = find_binary(binary, "install containerd (apt-get install containerd) "
                                   "or run `sandcheck provision`", path=self.env()["PATH"])
         self.workdir = Path(workdir)
@@ -68,7 +61,7 @@ class PrivateContainerd:
         env["PATH"] = os.pathsep.join([*self.extra_path, env.get("PATH", "/usr/bin:/bin")])
         return env
 
-    def start(self, timeout: float = START_TIMEOUT) -> PrivateContainerd:
+    def start(self, timeout: float = TIMEOUTS.daemon_start) -> PrivateContainerd:
         for d in (self.root, self.state):
             d.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(tomlkit.dumps(self.doc))
@@ -81,26 +74,27 @@ class PrivateContainerd:
             start_new_session=True,
         )
         log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise ComponentError(
-                    f"containerd ({self.binary}) exited with {self.proc.returncode} on start; "
-                    f"config {self.config_path}; log tail:\n{self.log_tail()}"
-                )
-            if self.socket.exists() and self._cri_ready():
-                return self
-            failed = self._cri_load_failure()
-            if failed:
-                tail = self.log_tail()
-                self.stop()
-                raise ComponentError(f"containerd's CRI plugin did not load: {failed}\n"
-                                     f"log tail:\n{tail}")
-            time.sleep(0.2)
-        tail = self.log_tail()
-        self.stop()
-        raise ComponentError(
-            f"containerd did not serve CRI within {timeout:.0f}s; log tail:\n{tail}")
+        try:
+            wait_until(self._serving, timeout, f"containerd ({self.binary}) to serve CRI",
+                       interval=0.2, state=lambda: "log tail:\n" + self.log_tail())
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _serving(self) -> bool | None:
+        """True once CRI answers; raises when containerd exited or CRI failed to load."""
+        if self.proc.poll() is not None:
+            raise ComponentError(
+                f"containerd ({self.binary}) exited with {self.proc.returncode} on start; "
+                f"config {self.config_path}; log tail:\n{self.log_tail()}")
+        if self.socket.exists() and self._cri_ready():
+            return True
+        failed = self._cri_load_failure()
+        if failed:
+            raise ComponentError(f"containerd's CRI plugin did not load: {failed}\n"
+                                 f"log tail:\n{self.log_tail()}")
+        return None
 
     def _cri_load_failure(self) -> str | None:
         try:
@@ -119,7 +113,7 @@ class PrivateContainerd:
         except (ComponentError, subprocess.TimeoutExpired):
             return False
 
-    def crictl(self, *args: str, timeout: float = 120, check: bool = True):
+    def crictl(self, *args: str, timeout: float = TIMEOUTS.command, check: bool = True):
         crictl = find_binary("crictl", "run `sandcheck provision` (it builds crictl from "
                              "sigs.k8s.io/cri-tools)", path=self.env()["PATH"])
         config = self.workdir / "crictl.yaml"
@@ -138,7 +132,7 @@ class PrivateContainerd:
         return proc
 
     def cri_info(self) -> dict[str, Any]:
-        return json.loads(self.crictl("info", timeout=15).stdout)
+        return json.loads(self.crictl("info", timeout=TIMEOUTS.api_call).stdout)
 
     def effective_runtimes(self) -> dict[str, dict[str, Any]]:
         """Handler -> the runtime config CRI is actually using (from `crictl info`)."""
@@ -158,10 +152,10 @@ class PrivateContainerd:
     def stop(self) -> None:
         """Stop containerd, then every shim/sandbox it left, then unmount and delete."""
         if self.proc is not None and self.proc.poll() is None:
-            hostproc.kill_all([self.proc.pid], grace=10)
+            hostproc.kill_all([self.proc.pid], grace=TIMEOUTS.component_stop)
         if self.proc is not None:
             try:
-                self.proc.wait(timeout=5)
+                self.proc.wait(timeout=TIMEOUTS.kill_grace)
             except subprocess.TimeoutExpired:
                 pass
         remove_tree(self.workdir)
@@ -201,54 +195,3 @@ def _privatized(doc: tomlkit.TOMLDocument, daemon: PrivateContainerd,
         cri["stream_server_address"] = "127.0.0.1"
         cri["stream_server_port"] = "0"
     return copy
-
-
-@dataclass
-class VerifyResult:
-    containerd: str
-    schema: int
-    lines: list[str]
-    ok: bool
-
-
-def verify(doc: tomlkit.TOMLDocument, runtimes: list[Runtime], config_dir: str,
-           containerd: str = "containerd", origin: Path | None = None) -> VerifyResult:
-    """Start the real containerd on ``doc`` and check that CRI sees each handler."""
-    schema = cc.schema_of(doc)
-    binary = find_binary(containerd, "install containerd or pass --containerd PATH")
-    version = containerd_version(binary)
-    if schema == 3 and cc.schema_for_version(version) != 3:
-        raise UserError(
-            f"containerd {version} cannot read a version = 3 config: write the config with "
-            "--schema 2, or verify with a containerd 2.x (--containerd PATH)"
-        )
-    disabled = [str(p) for p in doc.get("disabled_plugins", [])]
-    if any(p in ("cri", "io.containerd.grpc.v1.cri") for p in disabled):
-        raise UserError("the config disables the CRI plugin (disabled_plugins): remove it there")
-    WORK_BASE.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix="verify-", dir=WORK_BASE))
-    lines: list[str] = []
-    ok = True
-    with PrivateContainerd(doc, workdir, binary=binary, config_origin=origin) as daemon:
-        effective = daemon.effective_runtimes()
-    for rt in runtimes:
-        got = effective.get(rt.handler)
-        where = cc.table_name(cc.runtimes_path(schema))
-        if got is None:
-            ok = False
-            present = [s for s in cc.find_handler(doc, rt.handler) if s != schema]
-            hint = (
-                f"it is in [{cc.table_name(cc.runtimes_path(present[0]))}.{rt.handler}], "
-                f"which containerd {version} ignores; it must be in [{where}.{rt.handler}]"
-                if present else f"add it under [{where}.{rt.handler}]"
-            )
-            lines.append(f"FAIL {rt.handler}: not in containerd {version}'s CRI config: {hint}")
-            continue
-        rtype = got.get("runtimeType") or got.get("runtime_type")
-        if rtype != rt.runtime_type:
-            ok = False
-            lines.append(f"FAIL {rt.handler}: runtime_type is {rtype!r}, expected "
-                         f"{rt.runtime_type!r}")
-        else:
-            lines.append(f"ok   {rt.handler}: runtime_type {rtype} (containerd {version})")
-    return VerifyResult(containerd=version, schema=schema, lines=lines, ok=ok)

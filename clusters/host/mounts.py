@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sandcheck.clusters.host.proc import run
+from sandcheck.clusters.timeouts import TIMEOUTS
 
 
 def mount_table(mountinfo: str | None = None) -> list[tuple[str, str, str]]:
@@ -32,13 +33,15 @@ def mounts_under(prefix: str) -> list[str]:
 
 
 def unmount_all(prefix: str) -> list[str]:
+    """Unmount everything at or below ``prefix``, deepest first; a mount that stays busy is
+    detached lazily. Three rounds: unmounting may reveal mounts that were stacked below."""
     done = []
     for _ in range(3):
         points = mounts_under(prefix)
         if not points:
             break
         for point in points:
-            if run(["umount", point], check=False, timeout=30).returncode != 0:
-                run(["umount", "-l", point], check=False, timeout=30)
+            if run(["umount", point], check=False, timeout=TIMEOUTS.command).returncode != 0:
+                run(["umount", "-l", point], check=False, timeout=TIMEOUTS.command)
             done.append(point)
     return done

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
-import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from sandcheck.clusters.timeouts import TIMEOUTS, WaitTimeout, wait_until
 
-def run(argv: list[str], timeout: float = 120, check: bool = True,
+KILL_POLL_SECONDS = 0.05
+
+
+def run(argv: list[str], timeout: float = TIMEOUTS.command, check: bool = True,
         **kw) -> subprocess.CompletedProcess:
     """subprocess.run with a list argv, text output and a bounded wait."""
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, **kw)
@@ -35,21 +39,36 @@ def processes_mentioning(needle: str) -> list[tuple[int, str]]:
     return found
 
 
-def kill_all(pids: Iterable[int], grace: float = 5.0) -> list[int]:
-    """SIGTERM, wait up to ``grace`` seconds, then SIGKILL. Returns the pids signalled."""
+def processes_naming(path: Path) -> list[tuple[int, str]]:
+    """(pid, cmdline) of every process whose command line names ``path`` or a path below
+    it; ``/w/node-1`` does not name ``/w/node-12`` (another run's work dir)."""
+    pattern = re.compile(re.escape(str(path).rstrip("/")) + r"(?![\w.-])")
+    return [(pid, cmd) for pid, cmd in processes_mentioning(str(path).rstrip("/"))
+            if pattern.search(cmd)]
+
+
+def kill_all(pids: Iterable[int], grace: float = TIMEOUTS.kill_grace) -> list[int]:
+    """SIGTERM, wait up to ``grace`` seconds, then SIGKILL and wait as long again.
+    Returns the pids signalled. A process that outlives both waits is left (it is stuck
+    in the kernel; nothing more can be done from here) and reported by ``alive``."""
     pids = list(pids)
-    for pid in pids:
-        _signal(pid, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(_alive(p) for p in pids):
-        time.sleep(0.1)
-    for pid in pids:
-        if _alive(pid):
-            _signal(pid, signal.SIGKILL)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(_alive(p) for p in pids):
-        time.sleep(0.05)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        living = [p for p in pids if alive(p)]
+        if not living:
+            break
+        for pid in living:
+            _signal(pid, sig)
+        wait_gone(living, grace)
     return pids
+
+
+def wait_gone(pids: list[int], timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for every pid to exit; False when some still run."""
+    try:
+        return wait_until(lambda: True if not any(alive(p) for p in pids) else None, timeout,
+                          f"pids {pids} to exit", interval=KILL_POLL_SECONDS)
+    except WaitTimeout:
+        return False
 
 
 def _signal(pid: int, sig: int) -> None:
@@ -59,7 +78,8 @@ def _signal(pid: int, sig: int) -> None:
         pass
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie child of ours is reaped and counts as gone)."""
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
@@ -75,4 +95,4 @@ def _alive(pid: int) -> bool:
 
 def kill_mentioning(path: Path) -> list[int]:
     """Stop every process whose command line names ``path`` (daemons, shims, sandboxes)."""
-    return kill_all([pid for pid, _ in processes_mentioning(str(path))])
+    return kill_all([pid for pid, _ in processes_naming(path)])

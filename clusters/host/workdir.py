@@ -22,12 +22,30 @@ def claim(workdir: Path) -> None:
     (workdir / OWNER_FILE).write_text(str(os.getpid()))
 
 
-def owner_alive(workdir: Path) -> bool:
+def owner_pid(workdir: Path) -> int | None:
+    """The pid that claimed ``workdir`` (None when unclaimed or unreadable)."""
     try:
-        pid = int((workdir / OWNER_FILE).read_text().strip())
+        return int((workdir / OWNER_FILE).read_text().strip())
     except (OSError, ValueError):
-        return False
-    return pid != os.getpid() and Path(f"/proc/{pid}").exists()
+        return None
+
+
+def owner_alive(workdir: Path) -> bool:
+    """Whether another live process owns ``workdir`` (its run is still going)."""
+    pid = owner_pid(workdir)
+    return pid is not None and pid != os.getpid() and Path(f"/proc/{pid}").exists()
+
+
+def concurrent_runs(base: Path | None = None) -> list[str]:
+    """Other sandcheck runs alive on this machine (their work dirs name a live owner),
+    as ``<work dir name> (pid N)``: benchmarks record them, since their load is in the
+    numbers."""
+    base = WORK_BASE if base is None else base
+    try:
+        workdirs = sorted(p for p in base.iterdir() if p.is_dir())
+    except OSError:
+        return []
+    return [f"{w.name} (pid {owner_pid(w)})" for w in workdirs if owner_alive(w)]
 
 
 def remove_tree(path: Path) -> None:

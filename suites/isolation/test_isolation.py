@@ -7,15 +7,13 @@ and with the runtime's expected profile in the catalog; every check keeps its ev
 from __future__ import annotations
 
 import os
-import platform
 import re
-from pathlib import Path
 
 import pytest
 
 from sandcheck.clusters.backends.base import PodSpec
 from sandcheck.clusters.catalog import classify
-from sandcheck.fixtures.pods import run_probe
+from sandcheck.fixtures.pods import node_kernel, run_probe
 
 CAP_SYS_ADMIN = 21
 DEVICES_ALLOWED = {
@@ -40,17 +38,8 @@ def no_capabilities(runtime, pod_factory):
     return run_probe(pod)
 
 
-def _node_kernel(backend, pod) -> dict[str, str | None]:
-    """The kernel of the node the pod runs on: this host, unless the cluster says otherwise."""
-    release = backend.node_kernel(pod) if hasattr(backend, "node_kernel") else None
-    if release is None or release == platform.release():
-        return {"release": platform.release(),
-                "proc_version": Path("/proc/version").read_text()}
-    return {"release": release, "proc_version": None}
-
-
 def _expect(runtime, attr: str):
-    value = getattr(runtime.isolation, attr)
+    value = vars(runtime.isolation)[attr]
     if value is None or value == {}:
         pytest.skip(f"the catalog has no {attr} expectation for {runtime.name}: add one in a "
                     "catalog file (--catalog) to check it; the facts are in results.json")
@@ -58,7 +47,7 @@ def _expect(runtime, attr: str):
 
 
 def test_kernel_identity(runtime, probe, probe_pod, backend, evidence):
-    node = _node_kernel(backend, probe_pod)
+    node = node_kernel(backend, probe_pod)
     pod_release = probe.data["uname"]["release"]
     evidence.add("node kernel", node)
     evidence.add(**probe.evidence("uname", "proc_version"))
@@ -82,7 +71,7 @@ def test_kernel_log_identity(runtime, unfiltered, probe_pod, backend, evidence):
     probe = unfiltered
     lines = probe.data.get("dmesg") or []
     evidence.add(**probe.evidence("dmesg", "dmesg_errno"))
-    node_release = _node_kernel(backend, probe_pod)["release"]
+    node_release = node_kernel(backend, probe_pod)["release"]
     assert not any(node_release in line for line in lines), (
         f"the pod read the node's kernel log (a line names {node_release})")
     marker = runtime.isolation.dmesg_marker

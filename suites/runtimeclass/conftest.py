@@ -2,10 +2,11 @@
 
 import pytest
 
+from sandcheck.clusters.backends.base import Backend, KubernetesBackend
+from sandcheck.fixtures.pods import kubernetes
+
 
 @pytest.fixture(scope="module")
-def kube(backend):
-    if not getattr(backend, "kubernetes", False):
-        pytest.skip(f"needs a Kubernetes API; the {backend.name} backend has none: "
-                    "run with --backend local (or --backend kubeconfig --kubeconfig PATH)")
-    return backend
+def kube(backend: Backend) -> KubernetesBackend:
+    """The backend as a Kubernetes API; skips the module's checks when it has none."""
+    return kubernetes(backend)

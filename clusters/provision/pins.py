@@ -1,0 +1,19 @@
+"""Every pinned version sandcheck provisions, in one file.
+
+A pin is part of a build's identity: changing one here invalidates that build's cache
+stamp, so the next ``sandcheck provision`` rebuilds it.
+"""
+
+from __future__ import annotations
+
+GO_MIN = (1, 22)
+"""The oldest Go that builds every pinned module."""
+
+CRI_TOOLS_VERSION = "v1.37.0"
+GVISOR_VERSION = "v0.0.0-20260905035102-160fafc42237"
+"""A pseudo-version of gVisor's go branch (the Go-buildable one)."""
+CONTAINERD17_VERSION = "v1.7.35"
+CONTAINERD2_VERSION = "v2.2.9"
+KUBERNETES_VERSION = "v1.34.12"
+ETCD_VERSION = "v3.6.5"
+"""Kubernetes 1.34 is released against etcd 3.6.5; Debian 12 ships 3.4."""

@@ -1,0 +1,314 @@
+"""The architecture the design promises, checked on the source (AST, nothing imported):
+
+- imports between sandcheck's modules form no cycle, counting imports inside functions;
+- imports run downward only: clusters < reports < fixtures < suites. ``clusters`` never
+  imports ``fixtures``. The one exception is ``clusters/cli.py``, the command line at the top
+  of the graph: ``sandcheck compare`` imports ``reports`` and ``sandcheck run`` imports the
+  ``suites`` package to find the bundled suites (never ``fixtures``: pytest loads the plugin);
+- suites and fixtures never probe a backend or a pod with ``hasattr``/``getattr``: they
+  ask for a declared Capability;
+- the README's backend table and ``--backend`` option list exactly the registry's backends.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+# Checkout folder -> the package it becomes (pyproject's package-dir says the same).
+PACKAGES = {
+    "sandcheck": "sandcheck",
+    "clusters": "sandcheck.clusters",
+    "fixtures": "sandcheck.fixtures",
+    "reports": "sandcheck.reports",
+    "suites": "sandcheck.suites",
+}
+# Lower layers never import higher ones.
+LAYERS = {"sandcheck": 0, "sandcheck.clusters": 1, "sandcheck.reports": 2,
+          "sandcheck.fixtures": 3, "sandcheck.suites": 4}
+CLI = "sandcheck.clusters.cli"
+CLI_MAY_IMPORT = ("sandcheck.reports", "sandcheck.suites")
+
+
+@dataclass(frozen=True)
+class Import:
+    source: str
+    target: str
+    path: Path
+    line: int
+
+    def where(self) -> str:
+        return f"{self.path.relative_to(ROOT)}:{self.line}"
+
+
+def module_files() -> dict[str, Path]:
+    """Module name -> file, for every .py file of the package's folders."""
+    found: dict[str, Path] = {}
+    for folder, package in PACKAGES.items():
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            parts = list(path.relative_to(ROOT / folder).with_suffix("").parts)
+            if parts[-1] == "__init__":
+                parts.pop()
+            found[".".join([package, *parts])] = path
+    return found
+
+
+def _is_package(name: str, files: dict[str, Path]) -> bool:
+    return files[name].name == "__init__.py"
+
+
+def _known(name: str, files: dict[str, Path]) -> str | None:
+    """``name`` or its closest enclosing known module (``a.b.func`` -> ``a.b``)."""
+    while name:
+        if name in files:
+            return name
+        name = name.rpartition(".")[0]
+    return None
+
+
+def _targets(node: ast.Import | ast.ImportFrom, source: str,
+             files: dict[str, Path]) -> list[str]:
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    base = node.module or ""
+    if node.level:
+        package = source if _is_package(source, files) else source.rpartition(".")[0]
+        for _ in range(node.level - 1):
+            package = package.rpartition(".")[0]
+        base = f"{package}.{base}" if base else package
+    # ``from pkg import mod`` imports the module pkg.mod; ``from mod import name`` imports mod.
+    return [f"{base}.{alias.name}" if f"{base}.{alias.name}" in files else base
+            for alias in node.names]
+
+
+def _ancestors(name: str) -> list[str]:
+    parts = name.split(".")
+    return [".".join(parts[:i]) for i in range(1, len(parts))]
+
+
+def collect_imports() -> list[Import]:
+    """Every import of a sandcheck module, at module level or inside a function, plus the
+    packages an import runs on the way (``import a.b.c`` runs ``a.b``'s __init__ first)."""
+    files = module_files()
+    edges: list[Import] = []
+    for source, path in files.items():
+        tree = ast.parse(path.read_text(), str(path))
+        own = set(_ancestors(source))
+        for node in ast.walk(tree):
+            if not isinstance(node, (ast.Import, ast.ImportFrom)):
+                continue
+            for raw in _targets(node, source, files):
+                target = _known(raw, files)
+                if target is None:
+                    continue
+                for name in [*_ancestors(target), target]:
+                    if name in files and name != source and name not in own:
+                        edges.append(Import(source, name, path, node.lineno))
+    return edges
+
+
+def find_cycles(edges: list[Import]) -> list[list[Import]]:
+    """One shortest cycle per strongly connected component (Tarjan), as its import edges."""
+    graph: dict[str, dict[str, Import]] = {}
+    for e in edges:
+        graph.setdefault(e.source, {}).setdefault(e.target, e)
+        graph.setdefault(e.target, {})
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    components: list[list[str]] = []
+
+    def strongconnect(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in graph[v]:
+            if w not in index:
+                strongconnect(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                components.append(sorted(component))
+
+    for v in sorted(graph):
+        if v not in index:
+            strongconnect(v)
+
+    cycles = []
+    for component in components:
+        members = set(component)
+        start = component[0]
+        # Breadth-first from start back to start, inside the component.
+        paths: dict[str, list[Import]] = {start: []}
+        queue = [start]
+        cycle: list[Import] | None = None
+        while queue and cycle is None:
+            v = queue.pop(0)
+            for w, e in sorted(graph[v].items()):
+                if w == start:
+                    cycle = [*paths[v], e]
+                    break
+                if w in members and w not in paths:
+                    paths[w] = [*paths[v], e]
+                    queue.append(w)
+        cycles.append(cycle)
+    return cycles
+
+
+def show_cycle(cycle: list[Import]) -> str:
+    return (" -> ".join([cycle[0].source, *(e.target for e in cycle)]) + "\n"
+            + "\n".join(f"    {e.source} imports {e.target} at {e.where()}" for e in cycle))
+
+
+def layer_of(module: str) -> str:
+    return max((p for p in LAYERS if module == p or module.startswith(p + ".")), key=len)
+
+
+# -- the import graph ---------------------------------------------------------------------
+
+
+def test_the_walk_sees_lazy_and_relative_imports():
+    """The walker itself: a function-level import must count, or the checks below prove
+    nothing about ``sandcheck compare``'s lazy import."""
+    edges = collect_imports()
+    lazy = [e for e in edges if e.source == CLI]
+    assert any(e.target.startswith("sandcheck.clusters.") for e in lazy), lazy
+    src = "def f():\n    from sandcheck.clusters import errors\n"
+    node = next(n for n in ast.walk(ast.parse(src)) if isinstance(n, ast.ImportFrom))
+    assert _targets(node, CLI, module_files()) == ["sandcheck.clusters.errors"]
+    rel = ast.parse("from .base import Pod\nfrom .. import errors\n").body
+    assert _targets(rel[0], "sandcheck.clusters.backends.node", module_files()) == [
+        "sandcheck.clusters.backends.base"]
+    assert _targets(rel[1], "sandcheck.clusters.backends.node", module_files()) == [
+        "sandcheck.clusters.errors"]
+
+
+def test_the_cycle_finder_finds_cycles():
+    here = Path(__file__)
+    edges = [Import(a, b, here, n) for n, (a, b) in enumerate(
+        [("a", "b"), ("b", "c"), ("c", "a"), ("c", "d"), ("d", "e"), ("e", "d"), ("x", "a")])]
+    shown = sorted(" -> ".join([c[0].source, *(e.target for e in c)])
+                   for c in find_cycles(edges))
+    assert shown == ["a -> b -> c -> a", "d -> e -> d"]
+    assert find_cycles(edges[:2]) == []
+
+
+def test_no_import_cycles():
+    cycles = find_cycles(collect_imports())
+    assert not cycles, f"{len(cycles)} import cycle(s):\n" + "\n".join(
+        show_cycle(c) for c in cycles)
+
+
+def test_clusters_never_imports_fixtures():
+    bad = [e for e in collect_imports()
+           if layer_of(e.source) == "sandcheck.clusters"
+           and layer_of(e.target) == "sandcheck.fixtures"]
+    assert not bad, "clusters/ imports fixtures/ (hand the fixture's objects to the backend "\
+        "instead):\n" + "\n".join(f"  {e.source} -> {e.target} at {e.where()}" for e in bad)
+
+
+def test_imports_run_downward():
+    """clusters < reports < fixtures < suites; only the command line reaches up, and only to
+    reports (``compare``) and the suites package (``run``)."""
+    bad = []
+    for e in collect_imports():
+        src, dst = layer_of(e.source), layer_of(e.target)
+        if LAYERS[dst] <= LAYERS[src]:
+            continue
+        if e.source == CLI and dst in CLI_MAY_IMPORT:
+            continue
+        bad.append(f"  {e.source} ({src}) -> {e.target} ({dst}) at {e.where()}")
+    assert not bad, "imports that run upward:\n" + "\n".join(bad)
+
+
+# -- no probing of backends -----------------------------------------------------------------
+
+BACKENDISH = re.compile(r"^(backend|be|kube|cluster|node|pod|pods|probe_pod|cri|"
+                        r"\w+_backend|\w+_pod|\w+_node)$")
+
+
+def _terminal_name(expr: ast.expr) -> str | None:
+    """``backend`` for ``backend``, ``self.backend``, ``request.backend``."""
+    if isinstance(expr, ast.Name):
+        return expr.id
+    if isinstance(expr, ast.Attribute):
+        return expr.attr
+    return None
+
+
+def probes_in(source: str, filename: str = "<src>") -> list[tuple[int, str]]:
+    found = []
+    for node in ast.walk(ast.parse(source, filename)):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                and node.func.id in ("hasattr", "getattr") and node.args):
+            name = _terminal_name(node.args[0])
+            if name is not None and BACKENDISH.match(name):
+                found.append((node.lineno, ast.unparse(node)))
+    return sorted(found)
+
+
+def test_the_probe_finder_finds_probes():
+    src = ("hasattr(backend, 'x')\ngetattr(self.backend, 'y', None)\ngetattr(pod, 'z')\n"
+           "getattr(kube_backend, 'w')\ngetattr(item, 'callspec', None)\nhasattr(runtime, 'n')\n")
+    assert [line for line, _ in probes_in(src)] == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("folder", ["suites", "fixtures"])
+def test_no_attribute_probing_of_backends(folder):
+    bad = []
+    for path in sorted((ROOT / folder).rglob("*.py")):
+        for line, call in probes_in(path.read_text(), str(path)):
+            bad.append(f"  {path.relative_to(ROOT)}:{line}: {call}")
+    assert not bad, ("backends and pods probed for attributes; declare it in the contract "
+                     "(clusters/backends/base.py) and ask with require(backend, Capability):\n"
+                     + "\n".join(bad))
+
+
+# -- the README lists the registry ------------------------------------------------------------
+
+
+def _readme_backend_rows(readme: str) -> dict[str, str]:
+    section = readme.split("\n## Backends", 1)
+    assert len(section) == 2, "README.md has no '## Backends' section"
+    body = section[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in body.splitlines():
+        m = re.match(r"^\|\s*`([\w-]+)`", line)
+        if m:
+            rows[m.group(1)] = line
+    return rows
+
+
+def test_readme_lists_every_registry_backend():
+    from sandcheck.clusters.backends import registry
+
+    readme = (ROOT / "README.md").read_text()
+    rows = _readme_backend_rows(readme)
+    assert set(rows) == set(registry.BACKENDS), (
+        f"README's backend table lists {sorted(rows)}, the registry has "
+        f"{sorted(registry.BACKENDS)}")
+    for name, entry in registry.BACKENDS.items():
+        for opt in entry.options:
+            assert f"`{opt.flag}`" in rows[name], f"README row of {name} lacks {opt.flag}"
+    m = re.search(r"`--backend ([\w|\\-]+)`", readme)
+    assert m, "README's option table has no `--backend a|b|c` row"
+    listed = set(m.group(1).replace("\\", "").split("|"))
+    assert listed == set(registry.BACKENDS), f"--backend row lists {sorted(listed)}"
+    for opt in registry.options():
+        assert re.search(rf"\|\s*`{re.escape(opt.flag)}[ `]", readme), (
+            f"README's option table lacks {opt.flag}")
