@@ -1,0 +1,1 @@
+"""Docker engines sandcheck starts for a run (the docker and kind backends)."""
