@@ -46,14 +46,15 @@ class Capability(enum.Enum):
     KUBERNETES_API = ("a Kubernetes API (RuntimeClass admission, kubectl describe, events, "
                       "scheduling)", "--backend local or --backend kubeconfig --kubeconfig PATH")
     HOST_PROCESSES = ("the pod's host processes (shim, sandbox, VM) on this machine",
-                      "--backend node or local")
+                      "--backend node, local or docker")
     CRI_INSPECT = ("containerd's own record of the pod (CRI inspect: handler, timestamps, "
                    "cgroups)", "--backend node or local")
-    NODE_CGROUPS = ("the pod's cgroups on this machine", "--backend node or local")
-    CRI_DIRECT = ("direct CRI calls to the node's containerd (crictl)",
-                  "--backend node or local")
+    NODE_CGROUPS = ("the pod's cgroups on this machine", "--backend node, local or docker")
+    CRI_DIRECT = ("direct CRI calls to a containerd no kubelet manages (crictl)",
+                  "--backend node")
     NODE_IS_HOST = ("pods that run on this machine's kernel and /proc",
-                    "--backend node or local")
+                    "--backend node, local or docker")
+    DOCKER_CLI = ("direct calls to the Docker engine (the docker CLI)", "--backend docker")
 
     @property
     def gives(self) -> str:
@@ -124,6 +125,9 @@ class PhaseTimes:
     """Monotonic seconds of each start phase, measured around the real calls."""
 
     phases: dict[str, float] = field(default_factory=dict)
+    own_clock: dict[str, float] = field(default_factory=dict)
+    """Seconds between the engine's own timestamps of the start (``docker inspect``'s
+    Created and StartedAt), read after the start: another clock, so not in total()."""
 
     def total(self) -> float:
         return sum(self.phases.values())
@@ -159,7 +163,8 @@ class Pod(Protocol):
 class Backend(Protocol):
     name: str
     level: str
-    """Where pods are made: "CRI", "Kubernetes" (reports put it beside each figure)."""
+    """Where pods are made: "CRI", "Kubernetes", "Docker" (reports put it beside each
+    figure)."""
     capabilities: frozenset[Capability]
     runtimes: list[Runtime]
     """The selected runtimes this backend can run."""
@@ -194,6 +199,10 @@ class Backend(Protocol):
         """CRI_DIRECT: the node's containerd and how this backend configures pods."""
         ...
 
+    def docker_engine(self) -> DockerEngine:
+        """DOCKER_CLI: the Docker engine and how this backend configures containers."""
+        ...
+
 
 @runtime_checkable
 class CriNode(Protocol):
@@ -206,6 +215,17 @@ class CriNode(Protocol):
     def pod_config(self, spec: PodSpec, name: str) -> dict[str, Any]: ...
 
     def container_config(self, spec: PodSpec) -> dict[str, Any]: ...
+
+
+@runtime_checkable
+class DockerEngine(Protocol):
+    """A Docker engine the suite can drive with the docker CLI, as its backend drives it."""
+
+    def docker(self, *args: str, timeout: float = TIMEOUTS.command, check: bool = True): ...
+
+    def cli_create_args(self, spec: PodSpec, name: str) -> list[str]:
+        """``docker create`` arguments of the container this backend makes for ``spec``."""
+        ...
 
 
 @runtime_checkable

@@ -25,13 +25,18 @@ from sandcheck.clusters.errors import ComponentError, UserError
 from sandcheck.clusters.host import proc as hostproc
 from sandcheck.clusters.host.cgroups import remove_subtree
 from sandcheck.clusters.host.state import HostState
-from sandcheck.clusters.host.workdir import remove_tree
+from sandcheck.clusters.host.workdir import claim, remove_tree
 from sandcheck.clusters.progress import Progress, quiet
 from sandcheck.clusters.provision.hostprep import CAP_SYS_RESOURCE, has_capability
 from sandcheck.clusters.timeouts import TIMEOUTS, wait_until
 
 INSTALL_HINT = "run `sandcheck provision --docker` (installs Debian's docker.io)"
 WRAPPER_RUNTIME = "sandcheck-capdrop"
+
+
+def cgroup_parent_of(run_id: str) -> str:
+    """The cgroup a private dockerd of ``run_id`` puts its containers under."""
+    return f"/sandcheck-docker-{run_id}"
 
 
 def find_dockerd() -> str:
@@ -72,7 +77,7 @@ class PrivateDockerd:
         self.progress = progress
         self.socket = self.workdir / "docker.sock"
         self.log_path = self.workdir / "dockerd.log"
-        self.cgroup_parent = f"/sandcheck-docker-{run_id}"
+        self.cgroup_parent = cgroup_parent_of(run_id)
         self.proc: subprocess.Popen | None = None
         self.host_before: HostState | None = None
         self.binary: str | None = None
@@ -112,6 +117,7 @@ class PrivateDockerd:
     def start(self, timeout: float = TIMEOUTS.daemon_start) -> PrivateDockerd:
         self.binary = find_dockerd()
         self.host_before = HostState.read()
+        claim(self.workdir)  # `sandcheck cleanup` leaves it alone while this process lives
         for sub in ("data", "exec"):
             (self.workdir / sub).mkdir(parents=True, exist_ok=True)
         config_path = self.workdir / "daemon.json"

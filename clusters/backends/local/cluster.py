@@ -66,9 +66,12 @@ STOP_ORDER = ("kubelet", "kube-scheduler", "kube-controller-manager", "kube-apis
 class LocalCluster(KubeCluster):
     name = "local"
     level = "Kubernetes"
+    # No CRI_DIRECT: kubelet owns this containerd, and its housekeeping kills every sandbox
+    # made behind its back within seconds ("Clean up containers for orphaned pod we had
+    # not seen before"), so a crictl loop here measures kubelet, not the runtime.
     capabilities = frozenset({Capability.KUBERNETES_API, Capability.HOST_PROCESSES,
                               Capability.CRI_INSPECT, Capability.NODE_CGROUPS,
-                              Capability.CRI_DIRECT, Capability.NODE_IS_HOST})
+                              Capability.NODE_IS_HOST})
 
     def __init__(self, runtimes: list[Runtime], run_id: str, image: ProbeImage | None,
                  containerd: str | None = None, keep: bool = False,
