@@ -146,7 +146,8 @@ def cmd_catalog(args) -> int:
 
 def cmd_provision(args) -> int:
     from sandcheck.clusters.provision.install import provision
-    provision(_catalog(args).select(args.runtimes), kubernetes=args.kubernetes)
+    provision(_catalog(args).select(args.runtimes), kubernetes=args.kubernetes,
+              docker=args.docker, kind=args.kind)
     return 0
 
 
@@ -227,6 +228,10 @@ def parser() -> argparse.ArgumentParser:
     runtimes_opt(pv)
     pv.add_argument("--kubernetes", action="store_true",
                     help="also build the Kubernetes binaries for the local backend")
+    pv.add_argument("--kind", action="store_true",
+                    help="also build kind, kubeadm and a kind node image from local parts")
+    pv.add_argument("--docker", action="store_true",
+                    help="also install Debian's docker.io for the docker backend")
     pv.set_defaults(func=cmd_provision)
 
     cl = sub.add_parser("cleanup", help="remove what a crashed run left behind")

@@ -473,7 +473,8 @@ def render_markdown(results: Results) -> str:
     lines.append(f"**{len(results.checks)} checks:** {counted} · "
                  f"**{len(results.metrics)} metrics**")
     env = results.environment
-    facts = [f"{k} `{md_cell(env[k], 60)}`" for k in ("backend", "host_kernel") if k in env]
+    facts = [f"{k} `{md_cell(env[k], 60)}`" for k in ("backend", "backend_level", "host_kernel")
+             if k in env]
     if facts:
         lines += ["", " · ".join(facts)]
     lines += ["", *md_conformance(results), *md_metrics(results), *md_failures(results)]

@@ -312,3 +312,27 @@ def test_readme_lists_every_registry_backend():
     for opt in registry.options():
         assert re.search(rf"\|\s*`{re.escape(opt.flag)}[ `]", readme), (
             f"README's option table lacks {opt.flag}")
+
+
+def test_every_registered_backend_keeps_the_contract(tmp_path):
+    """Made from the registry with its options (nothing starts), each backend has every
+    member of the Backend protocol, and exactly the accessors its capabilities promise."""
+    from sandcheck.clusters.backends import registry
+    from sandcheck.clusters.backends.base import Backend, BackendSettings, Capability
+    from sandcheck.clusters.catalog import Catalog
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
+    options = {"kubeconfig": kubeconfig}
+    runtimes = Catalog.load().select("runc")
+    for name, entry in registry.BACKENDS.items():
+        backend = entry.open(BackendSettings(runtimes, f"contract-{name}", options={
+            opt.dest: options.get(opt.dest) for opt in entry.options}))
+        assert isinstance(backend, Backend), f"{name} lacks a member of the Backend protocol"
+        assert backend.level in ("CRI", "Kubernetes", "Docker")
+        for capability, accessor in ((Capability.CRI_DIRECT, "cri_node"),
+                                     (Capability.DOCKER_CLI, "docker_engine")):
+            promised = capability in backend.capabilities
+            assert promised == callable(getattr(backend, accessor, None)), (
+                f"{name}: {capability.name} {'promised' if promised else 'not promised'} "
+                f"but {accessor} is {'missing' if promised else 'there'}")

@@ -22,8 +22,8 @@ from sandcheck.clusters.host.cgroups import cgroup_hierarchies, make_subtree, re
 from sandcheck.clusters.host.mounts import mounts_under
 from sandcheck.clusters.host.workdir import (
     OWNER_FILE,
-    WORK_BASE,
     claim,
+    claimed_by,
     concurrent_runs,
     run_id_of,
 )
@@ -165,21 +165,6 @@ def _restore_default_signals() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def _run_dirs(owner: int) -> set[Path]:
-    """Work dirs claimed by process ``owner`` (other runs on the machine are not ours)."""
-    base = WORK_BASE
-    if not base.is_dir():
-        return set()
-    found = set()
-    for p in base.iterdir():
-        try:
-            if int((p / OWNER_FILE).read_text().strip()) == owner:
-                found.add(p)
-        except (OSError, ValueError):
-            continue
-    return found
-
-
 def _pods_started(backend: str, new: set[Path]) -> Path | None:
     """The run's work dir once it has at least two pods running."""
     for workdir in new:
@@ -207,10 +192,10 @@ def test_interrupted_run_leaves_nothing(tmp_path, backend_name, sig):
             if proc.poll() is not None:
                 raise AssertionError(f"the suite ended before it started pods:\n"
                                      f"{proc.stdout.read()[-3000:]}")
-            return _pods_started(backend_name, _run_dirs(proc.pid))
+            return _pods_started(backend_name, claimed_by(proc.pid))
 
         workdir = wait_until(started, TIMEOUTS.cluster_start, "the suite to start pods")
-        run_dirs = _run_dirs(proc.pid)
+        run_dirs = claimed_by(proc.pid)
         assert hostproc.processes_naming(workdir), "no daemon ran for the suite"
         os.kill(proc.pid, sig)
         out, _ = proc.communicate(timeout=TIMEOUTS.cluster_start)

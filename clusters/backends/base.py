@@ -195,12 +195,20 @@ class Backend(Protocol):
         """CRI_INSPECT: ``{"sandbox": crictl inspectp, "container": crictl inspect}``."""
         ...
 
+
+class CriDirectBackend(Backend, Protocol):
+    """CRI_DIRECT: a backend whose node's containerd the suite may drive itself."""
+
     def cri_node(self) -> CriNode:
-        """CRI_DIRECT: the node's containerd and how this backend configures pods."""
+        """The node's containerd and how this backend configures pods."""
         ...
 
+
+class DockerBackendProtocol(Backend, Protocol):
+    """DOCKER_CLI: a backend whose engine the suite may drive itself."""
+
     def docker_engine(self) -> DockerEngine:
-        """DOCKER_CLI: the Docker engine and how this backend configures containers."""
+        """The Docker engine and how this backend configures containers."""
         ...
 
 

@@ -666,10 +666,6 @@ class KubeCluster:
         return [n.metadata.name for n in
                 self.core.list_node(_request_timeout=TIMEOUTS.api_call).items]
 
-    def cri_node(self):
-        raise ComponentError(f"the {self.name} backend reaches no node's containerd "
-                             "(it lacks the CRI_DIRECT capability)")
-
     def handler_check(self, timeout: float = TIMEOUTS.pod_start) -> dict[str, str]:
         """Start one pod per selected runtime class; handler -> problem for those that fail."""
         problems: dict[str, str] = {}

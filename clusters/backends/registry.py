@@ -101,6 +101,21 @@ BACKENDS: dict[str, BackendEntry] = {e.name: e for e in (
                    "create none", {"action": "store_true"}),
         ),
     ),
+    BackendEntry(
+        name="docker",
+        summary="no Kubernetes: containers of a Docker engine through testcontainers, the "
+                "catalog's runtimes as --runtime (a private dockerd unless --docker-host)",
+        factory="docker.backend:open_backend",
+        options=(
+            Option("--docker-host", "docker backend: use the running engine at this address "
+                   "(no value: DOCKER_HOST, else unix:///var/run/docker.sock) instead of a "
+                   "private dockerd; it is never reconfigured",
+                   {"nargs": "?", "const": "env", "default": None}),
+        ),
+        available="docker.backend:unavailable",
+        leftovers="docker.leftovers:remove_leftovers",
+        workdir_prefix="docker",
+    ),
 )}
 
 

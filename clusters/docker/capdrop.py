@@ -39,13 +39,34 @@ def bundle_of(argv: list) -> str | None:
     return os.getcwd()
 
 
+def process_file_of(argv: list) -> str | None:
+    """The process file of an ``exec`` call (``--process``/``-p``): ``docker exec
+    --privileged`` asks for every capability there, as ``run --privileged`` does in the
+    bundle's config."""
+    if "exec" not in argv:
+        return None
+    for i, arg in enumerate(argv):
+        if arg in ("--process", "-p") and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--process="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+def _strip_file(path: str, wrap: bool) -> None:
+    """Strip ``path`` (a config, or with ``wrap`` a bare process) in place."""
+    with open(path) as fh:
+        doc = json.load(fh)
+    if strip_capabilities({"process": doc} if wrap else doc):
+        with open(path, "w") as fh:
+            json.dump(doc, fh)
+
+
 def main(real_runtime: str) -> None:
     bundle = bundle_of(sys.argv[1:])
     if bundle is not None:
-        path = os.path.join(bundle, "config.json")
-        with open(path) as fh:
-            config = json.load(fh)
-        if strip_capabilities(config):
-            with open(path, "w") as fh:
-                json.dump(config, fh)
+        _strip_file(os.path.join(bundle, "config.json"), wrap=False)
+    process = process_file_of(sys.argv[1:])
+    if process is not None:
+        _strip_file(process, wrap=True)
     os.execv(real_runtime, [real_runtime, *sys.argv[1:]])

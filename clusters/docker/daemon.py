@@ -58,6 +58,23 @@ def docker_cli(dockerd: str) -> str:
     return exe
 
 
+def run_docker(cli: str, host: str, args: tuple[str, ...] | list[str], env: dict[str, str],
+               timeout: float = TIMEOUTS.command, check: bool = True,
+               input: str | None = None) -> subprocess.CompletedProcess:
+    """``cli -H host args``, bounded; ComponentError naming the call when it fails."""
+    argv = [cli, "-H", host, *args]
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env,
+                              input=input)
+    except subprocess.TimeoutExpired:
+        raise ComponentError(f"docker {' '.join(args)} did not finish within "
+                             f"{timeout:.0f}s") from None
+    if check and proc.returncode != 0:
+        raise ComponentError(f"docker {' '.join(args)} failed ({proc.returncode}): "
+                             f"{(proc.stderr or proc.stdout).strip()[-2000:]}")
+    return proc
+
+
 class PrivateDockerd:
     """Start/stop a dockerd whose every path lives under ``workdir``.
 
@@ -157,17 +174,8 @@ class PrivateDockerd:
     def docker(self, *args: str, timeout: float = TIMEOUTS.command, check: bool = True,
                input: str | None = None) -> subprocess.CompletedProcess:
         """The docker CLI against this engine."""
-        argv = [docker_cli(self.binary or find_dockerd()), "-H", self.host, *args]
-        try:
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                                  env=self.env(), input=input)
-        except subprocess.TimeoutExpired:
-            raise ComponentError(f"docker {' '.join(args)} did not finish within "
-                                 f"{timeout:.0f}s") from None
-        if check and proc.returncode != 0:
-            raise ComponentError(f"docker {' '.join(args)} failed ({proc.returncode}): "
-                                 f"{(proc.stderr or proc.stdout).strip()[-2000:]}")
-        return proc
+        return run_docker(docker_cli(self.binary or find_dockerd()), self.host, args,
+                          env=self.env(), timeout=timeout, check=check, input=input)
 
     def version(self) -> str:
         return self.docker("version", "--format", "{{.Server.Version}}",

@@ -36,6 +36,14 @@ def owner_alive(workdir: Path) -> bool:
     return pid is not None and pid != os.getpid() and Path(f"/proc/{pid}").exists()
 
 
+def claimed_by(owner: int, base: Path | None = None) -> set[Path]:
+    """The work dirs process ``owner`` claimed (other runs on the machine are not its)."""
+    base = WORK_BASE if base is None else base
+    if not base.is_dir():
+        return set()
+    return {p for p in base.iterdir() if p.is_dir() and owner_pid(p) == owner}
+
+
 def concurrent_runs(base: Path | None = None) -> list[str]:
     """Other sandcheck runs alive on this machine (their work dirs name a live owner),
     as ``<work dir name> (pid N)``: benchmarks record them, since their load is in the

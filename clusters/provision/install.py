@@ -24,6 +24,7 @@ from sandcheck.clusters.provision.hostprep import (
     has_capability,
     prepare_cgroups_for_crun,
 )
+from sandcheck.clusters.provision.kindnode import build_node_image
 from sandcheck.clusters.provision.kubernetes import ETCD, KUBERNETES
 from sandcheck.clusters.provision.links import install_links
 from sandcheck.clusters.provision.paths import (
@@ -38,6 +39,7 @@ from sandcheck.clusters.provision.tools import (
     CRI_TOOLS,
     GVISOR,
     GVISOR_SHIM_OOM_TOLERANT,
+    KIND,
 )
 from sandcheck.clusters.provision.versions import versions
 
@@ -46,10 +48,16 @@ from sandcheck.clusters.provision.versions import versions
 BASE_PACKAGES = ("containerd", "containernetworking-plugins", "iptables", "busybox-static",
                  "gcc", "libc6-dev", "iproute2", "openssl")
 
+# The docker backend's engine; it brings Debian's containerd 1.6 and runc along.
+DOCKER_PACKAGES = ("docker.io",)
+
 # Debian's runsc (2022) runs containers by itself but ships no containerd shim: with it
 # pods of the runsc handler cannot start under CRI, and the node tier skips them, naming
 # the missing shim. Still better than nothing when the gVisor build fails.
 GVISOR_FALLBACK_PACKAGE = "runsc"
+
+# The kind node image: debootstrap makes its root filesystem, docker.io runs the nodes.
+KIND_PACKAGES = ("debootstrap", "docker.io")
 
 SHIM_OOM_NOTE = ("containerd-shim-runsc-v1 is built to tolerate a refused oom_score_adj "
                  "write (this host's root lacks CAP_SYS_RESOURCE)")
@@ -85,6 +93,8 @@ def provision(
     prepare_cgroups: bool = True,
     shim_oom_tolerant: bool | None = None,
     kubernetes: bool = False,
+    docker: bool = False,
+    kind: bool = False,
     progress: Progress = STDERR,
 ) -> dict[str, Any]:
     """Install or build what ``runtimes`` need; returns a report (see ``Provisioned``).
@@ -96,19 +106,28 @@ def provision(
     a hybrid-cgroup host, ``prepare_cgroups`` moves cgroup2's controllers to v1 hierarchies
     and reports that in ``host_changes``. A runtime sandcheck cannot provision is reported
     unavailable with the catalog's reason; it is not an error. ``kubernetes`` also builds
-    the pinned Kubernetes server binaries and etcd.
+    the pinned Kubernetes server binaries and etcd. ``docker`` installs Debian's docker.io
+    for the docker backend's private dockerd. ``kind`` builds kind, the Kubernetes binaries
+    (kubeadm among them) and the plain kind node image (after installing debootstrap and
+    docker.io).
     """
     result = Provisioned(path_dir=path_dir())
-    apt_install([*BASE_PACKAGES, *(p for rt in runtimes for p in rt.packages)], progress)
+    apt_install([*BASE_PACKAGES, *(p for rt in runtimes for p in rt.packages),
+                 *(DOCKER_PACKAGES if docker else ())], progress)
     built = dict(build(CRI_TOOLS, progress))
     wants_gvisor = any(rt.go_build == GVISOR.name for rt in runtimes)
     notes: list[str] = []
     if wants_gvisor:
         built.update(_gvisor(shim_oom_tolerant, notes, progress))
-    if kubernetes:
+    if kubernetes or kind:
         built.update(build(KUBERNETES, progress))
         built.update(build(ETCD, progress))
+    if kind:
+        apt_install(KIND_PACKAGES, progress)
+        built.update(build(KIND, progress))
     result.binaries.update(install_links(built, progress=progress))
+    if kind:
+        result.binaries["kind node image"] = build_node_image(progress)
     if containerd17 is None:
         containerd17 = wants_gvisor
     for key, wanted, tool, where in (

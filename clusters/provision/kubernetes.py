@@ -25,6 +25,7 @@ KUBERNETES_COMMANDS = (
     "kube-scheduler",
     "kubelet",
     "kubectl",
+    "kubeadm",  # a kind node runs kubeadm init/join
 )
 # The packages whose version variables Kubernetes' build stamps (hack/lib/version.sh).
 KUBERNETES_VERSION_PACKAGES = ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version")

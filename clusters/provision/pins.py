@@ -17,3 +17,13 @@ CONTAINERD2_VERSION = "v2.2.9"
 KUBERNETES_VERSION = "v1.34.12"
 ETCD_VERSION = "v3.6.5"
 """Kubernetes 1.34 is released against etcd 3.6.5; Debian 12 ships 3.4."""
+
+KIND_VERSION = "v0.33.0"
+"""kind, built from the Go module proxy; its images/base files make the node image."""
+KIND_NODE_DEBIAN_SUITE = "bookworm"
+"""The node image's Debian release: its systemd (252) still runs on cgroup v1 hosts, which
+newer systemd (trixie's 257, kind's own base) refuses."""
+KIND_NODE_ETCD_TAG = "3.6.5-0"
+"""The etcd image tag kubeadm v1.34 names for etcd 3.6.5 (cmd/kubeadm/app/constants)."""
+KIND_NODE_PAUSE_TAGS = ("3.10.1", "3.10")
+"""pause tags preloaded: kubeadm v1.34's and the sandbox image kind's containerd config names."""

@@ -149,3 +149,11 @@ CONTAINERD2 = _containerd("github.com/containerd/containerd/v2", pins.CONTAINERD
 # directives, so it is built from a copy of the module rather than `go install`.
 CONTAINERD17 = _containerd("github.com/containerd/containerd", pins.CONTAINERD17_VERSION,
                            from_source=True)
+
+# kind creates the clusters of the kind backend; `go install` builds it (about 30 s).
+KIND = GoTool(
+    name="kind",
+    module="sigs.k8s.io/kind",
+    version=pins.KIND_VERSION,
+    packages={"kind": "sigs.k8s.io/kind"},
+)

@@ -333,9 +333,6 @@ class LocalCluster(KubeCluster):
         env["handlers_verified"] = node_env.get("handlers_verified")
         return env
 
-    def cri_node(self) -> NodeBackend:
-        return self.node
-
     def _sandbox_ids(self, pod: KubePod) -> list[str]:
         """CRI sandbox ids of a pod (kubelet names sandboxes after the pod)."""
         return self.node.crictl("pods", "-q", "--name", pod.name, "--namespace",
