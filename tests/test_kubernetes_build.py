@@ -138,6 +138,9 @@ def test_built_kubernetes_binaries_report_the_pinned_version():
         if name == "kubectl":
             out = _run([str(path), "version", "--client"])
             assert f"Client Version: {KUBERNETES_VERSION}" in out
+        elif name == "kubeadm":
+            out = _run([str(path), "version", "-o", "short"])
+            assert out.strip() == KUBERNETES_VERSION, f"{name}: {out!r}"
         else:
             out = _run([str(path), "--version"])
             assert out.strip() == f"Kubernetes {KUBERNETES_VERSION}", f"{name}: {out!r}"
