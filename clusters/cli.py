@@ -7,67 +7,50 @@ and what to do; nothing the user gave is modified on error.
 from __future__ import annotations
 
 import argparse
-import datetime
-import os
 import sys
-import tempfile
 from pathlib import Path
-
-import tomlkit
 
 from sandcheck.clusters.catalog import Catalog
 from sandcheck.clusters.containerd import config as cc
 from sandcheck.clusters.errors import ComponentError, UserError
+from sandcheck.clusters.host.files import atomic_write
 
 
 def _catalog(args) -> Catalog:
     return Catalog.load(Path(args.catalog) if args.catalog else None)
 
 
-def _atomic_write(path: Path, text: str, backup: bool) -> Path | None:
-    """Write via a temp file in the same directory and rename; keep a backup first."""
-    saved = None
-    if backup and path.exists():
-        stamp = datetime.datetime.now().strftime("%Y%m%d%H%M%S")
-        saved = path.with_name(f"{path.name}.sandcheck-{stamp}.bak")
-        saved.write_bytes(path.read_bytes())
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+def read_config_text(path: Path) -> str:
+    """The file's text exactly (CRLF and a BOM kept: ``read_text`` would drop the CRs)."""
     try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if path.exists():
-            st = path.stat()
-            os.chmod(tmp, st.st_mode & 0o7777)
-            os.chown(tmp, st.st_uid, st.st_gid)
-        else:
-            os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return saved
+        return path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise UserError(f"{path} does not exist: give an existing config.toml, or omit "
+                        "PATH to start from containerd's defaults") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} cannot be read as text ({exc}): give a config.toml") from None
+
+
+def _atomic_write(path: Path, text: str, backup: bool) -> Path | None:
+    return atomic_write(path, text, backup_first=backup)
 
 
 def cmd_containerd_config(args) -> int:
+    from sandcheck.clusters.containerd import command
+
     catalog = _catalog(args)
     runtimes = catalog.select(args.runtimes)
-    if args.in_place and not args.path:
-        raise UserError("--in-place needs a PATH to a config.toml")
-    if args.in_place and args.output:
-        raise UserError("give either --in-place or -o FILE, not both")
+    for flag, given in (("--in-place", args.in_place), ("--drop-in", args.drop_in),
+                        ("--apply", args.apply)):
+        if given and not args.path:
+            raise UserError(f"{flag} needs a PATH to a config.toml")
+    if args.output and (args.in_place or args.drop_in or args.apply):
+        raise UserError("-o FILE writes a new file: drop --in-place, --drop-in and --apply")
+    node = command.node_of(args) if args.apply else None
     schema = args.schema
     if args.path:
         path = Path(args.path)
-        try:
-            original = path.read_text()
-        except FileNotFoundError:
-            raise UserError(f"{path} does not exist: give an existing config.toml, or omit "
-                            "PATH to start from containerd's defaults") from None
-        except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
-            raise UserError(f"{path} cannot be read as text ({exc}): give a config.toml") from None
+        original = read_config_text(path)
         doc = cc.parse(original, str(path))
         cc.schema_of(doc, str(path))
         if not doc.keys() and schema is None:
@@ -78,39 +61,46 @@ def cmd_containerd_config(args) -> int:
         if schema is None:
             schema = cc.schema_for_containerd(args.containerd) or 2
         doc = cc.default_document(schema, args.containerd)
-    dest = path if args.in_place else (Path(args.output) if args.output else None)
-    config_dir = args.config_dir or str((dest or Path("/etc/containerd/config.toml")).resolve()
+    in_place = args.in_place or (args.apply and not args.drop_in)
+    dest = path if in_place else (Path(args.output) if args.output else None)
+    base = path if args.drop_in else dest
+    config_dir = args.config_dir or str((base or Path("/etc/containerd/config.toml")).resolve()
                                         .parent)
-    report = cc.patch(doc, runtimes, config_dir, schema=schema, default_runtime=args.set_default)
-    text = tomlkit.dumps(doc)
-    for line in report.lines():
-        print(f"sandcheck: {line}", file=sys.stderr)
+    pending = None
+    if args.drop_in:
+        writes, report, doc, pending = command.drop_in(args, path, original, runtimes,
+                                                       config_dir, args.schema)
+    else:
+        report = cc.patch(doc, runtimes, config_dir, schema=schema,
+                          default_runtime=args.set_default)
+        text = cc.render(doc, report, original)
+        for line in report.lines():
+            command.say(line)
+        writes = {dest: text} if dest is not None else {}
     if args.verify:
         from sandcheck.clusters.containerd.verify import verify
-        result = verify(doc, runtimes, config_dir, containerd=args.containerd, origin=path)
+        result = verify(doc, runtimes, config_dir, containerd=args.containerd, origin=path,
+                        pending=pending)
         for line in result.lines:
             print(f"verify: {line}", file=sys.stderr)
         if not result.ok:
             print("sandcheck: verification failed; nothing was written", file=sys.stderr)
             return 1
-    if dest is None:
+    if dest is None and not args.drop_in:
         sys.stdout.write(text)
         for name in report.files:
-            print(f"sandcheck: the config names {Path(config_dir) / name}; write it with "
-                  "-o FILE or --in-place, or create it yourself", file=sys.stderr)
+            command.say(f"the config names {Path(config_dir) / name}; write it with "
+                        "-o FILE or --in-place, or create it yourself")
         return 0
-    if dest.exists() and dest.read_text() == text:
-        print(f"sandcheck: {dest} already up to date", file=sys.stderr)
-    else:
-        saved = _atomic_write(dest, text, backup=args.in_place)
-        print(f"sandcheck: wrote {dest}" + (f" (backup {saved})" if saved else ""),
-              file=sys.stderr)
     for name, content in report.files.items():
         target = Path(config_dir) / name
         if not (target.exists() and target.read_text() == content):
-            target.parent.mkdir(parents=True, exist_ok=True)
-            _atomic_write(target, content, backup=True)
-            print(f"sandcheck: wrote {target}", file=sys.stderr)
+            writes[target] = content
+    if args.dry_run:
+        return command.dry_run(writes, node, runtimes)
+    if node is not None:
+        return command.run_apply(writes, node, runtimes)
+    command.write_all(writes, backup_existing=in_place or bool(args.drop_in))
     return 0
 
 
@@ -119,7 +109,7 @@ def cmd_verify(args) -> int:
     path = Path(args.path)
     if not path.is_file():
         raise UserError(f"{path} is not a file: give the config.toml to verify")
-    doc = cc.parse(path.read_text(), str(path))
+    doc = cc.parse(read_config_text(path), str(path))
     runtimes = _catalog(args).select(args.runtimes)
     result = verify(doc, runtimes, str(path.resolve().parent), containerd=args.containerd,
                     origin=path)
@@ -209,6 +199,23 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--containerd", default="containerd", help="containerd binary for --verify")
     c.add_argument("--config-dir", help="directory runtime config files live in on the node")
     c.add_argument("--set-default", help="also make this handler containerd's default runtime")
+    c.add_argument("--drop-in", metavar="DIR",
+                   help="write the handlers as DIR/99-sandcheck.toml instead of editing PATH "
+                        "(with --in-place, PATH gets an import of DIR when it lacks one)")
+    c.add_argument("--dry-run", action="store_true",
+                   help="print the diff of every file (and with --apply the plan); change "
+                        "nothing")
+    c.add_argument("--apply", action="store_true",
+                   help="on a node: back up, write, restart containerd, check every handler "
+                        "with a pod; roll back on any failure")
+    c.add_argument("--address", help="--apply: the node containerd's socket (CRI endpoint)")
+    c.add_argument("--restart-command", metavar="CMD",
+                   help="--apply: how to restart containerd (default: systemctl restart "
+                        "containerd when PID 1 is systemd)")
+    c.add_argument("--image-archive",
+                   help="--apply: image archive to import when the sandbox image is missing "
+                        "(default: the probe image sandcheck built)")
+    c.add_argument("--crictl", help="--apply: crictl binary (default: the provisioned one)")
     c.set_defaults(func=cmd_containerd_config)
 
     v = sub.add_parser("verify", help="check a config.toml against the real containerd")

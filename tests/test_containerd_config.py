@@ -37,14 +37,19 @@ def test_schema2_keeps_comments_imports_and_user_keys():
     assert "runsc.toml" in report.files
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in CONFIGS.glob("*.toml")
-                                        if p.name not in ("invalid.toml", "unknown-version.toml")))
+GOOD = sorted(p.name for p in CONFIGS.glob("*.toml")
+              if p.name not in ("invalid.toml", "unknown-version.toml")
+              and not p.name.startswith("bad-"))
+
+
+@pytest.mark.parametrize("name", GOOD)
 def test_second_run_changes_nothing(name):
     doc, _ = patched(name)
     once = tomlkit.dumps(doc)
     doc2 = cc.parse(once)
     report = cc.patch(doc2, CATALOG.select("runc,crun,runsc"), "/etc/containerd")
-    assert tomlkit.dumps(doc2) == once
+    assert cc.render(doc2, report, once) == once
+    assert not report.changed
     assert report.added == [] and report.moved == [] and report.updated == []
 
 

@@ -19,6 +19,8 @@ from tomlkit.items import Table
 from tomlkit.toml_document import TOMLDocument
 
 from sandcheck.clusters.catalog import Runtime
+from sandcheck.clusters.containerd import tomledit as te
+from sandcheck.clusters.containerd.tomledit import table_name
 from sandcheck.clusters.errors import UserError
 
 # schema version -> the path of the CRI plugin table whose containerd.runtimes holds handlers
@@ -34,17 +36,19 @@ def runtimes_path(schema: int) -> tuple[str, ...]:
     return (*CRI_RUNTIME_PLUGIN[schema], "containerd", "runtimes")
 
 
-def table_name(path: tuple[str, ...]) -> str:
-    """Render a key path the way it appears in a TOML table header."""
-    return ".".join(p if re.fullmatch(r"[A-Za-z0-9_-]+", p) else f'"{p}"' for p in path)
-
-
 def parse(text: str, source: str = "config.toml") -> TOMLDocument:
+    """The document of a config's text; a BOM and CRLF endings are put back by ``dumps``."""
     try:
-        return tomlkit.parse(text)
+        return tomlkit.parse(te.normalized(text))
     except Exception as exc:  # tomlkit has several parse error classes
         raise UserError(
             f"{source} is not valid TOML ({exc}): fix the syntax and run again") from None
+
+
+def dumps(doc: TOMLDocument, like: str | None = None) -> str:
+    """The document's text, with the line endings and BOM of ``like`` (the file it came
+    from), so a CRLF file stays CRLF throughout."""
+    return te.in_style_of(tomlkit.dumps(doc), like)
 
 
 def schema_of(doc: TOMLDocument, source: str = "config.toml") -> int:
@@ -113,6 +117,10 @@ class PatchReport:
     """User-set handler options that differ from the catalog's defaults and were kept."""
     files: dict[str, str] = field(default_factory=dict)
     """Runtime config files (name -> TOML text) to write next to config.toml."""
+    notes: list[str] = field(default_factory=list)
+    changed: bool = True
+    """Whether the data changed; when not, the file's text is left exactly as it was
+    (tomlkit's own round trip can move indentation)."""
 
     def lines(self) -> list[str]:
         out = []
@@ -126,63 +134,19 @@ class PatchReport:
             if names:
                 out.append(f"{verb}: {', '.join(names)}")
         out.extend(f"kept user setting {k}" for k in self.kept)
-        return out
-
-
-def _get(container: Any, path: tuple[str, ...]) -> Any:
-    node = container
-    for key in path:
-        if not hasattr(node, "get"):
-            return None
-        node = node.get(key)
-        if node is None:
-            return None
-    return node
-
-
-def _ensure_table(doc: TOMLDocument, path: tuple[str, ...]) -> Table:
-    node: Any = doc
-    for i, key in enumerate(path):
-        child = node.get(key)
-        if child is None:
-            child = tomlkit.table(is_super_table=i < len(path) - 1)
-            node[key] = child
-            child = node[key]
-        elif not hasattr(child, "get"):
-            raise UserError(
-                f"[{table_name(path[: i + 1])}] is a {type(child).__name__}, not a table: "
-                "fix that key in the config"
-            )
-        node = child
-    return node
-
-
-def _delete(doc: TOMLDocument, path: tuple[str, ...]) -> None:
-    """Delete path[-1] and then every parent table that this left empty."""
-    for depth in range(len(path), 0, -1):
-        parent = _get(doc, path[: depth - 1]) if depth > 1 else doc
-        if parent is None or path[depth - 1] not in parent:
-            return
-        child = parent[path[depth - 1]]
-        if depth < len(path) and hasattr(child, "keys") and len(child.keys()) > 0:
-            return
-        del parent[path[depth - 1]]
-
-
-def _plain(value: Any) -> Any:
-    return value.unwrap() if hasattr(value, "unwrap") else value
+        return out + self.notes
 
 
 def _set_if_different(table: Any, key: str, value: Any) -> bool:
-    if key in table and _plain(table[key]) == value:
+    if key in table and te.plain(table[key]) == value:
         return False
-    table[key] = value
+    te.put(table, key, value)
     return True
 
 
-def find_handler(doc: TOMLDocument, handler: str) -> list[int]:
+def find_handler(doc: Any, handler: str) -> list[int]:
     """The schemas whose runtimes table holds ``handler``."""
-    return [s for s in CRI_RUNTIME_PLUGIN if _get(doc, (*runtimes_path(s), handler)) is not None]
+    return [s for s in CRI_RUNTIME_PLUGIN if te.get(doc, (*runtimes_path(s), handler)) is not None]
 
 
 def patch(
@@ -197,6 +161,10 @@ def patch(
     ``runtime_type`` is enforced; option values the user already set (a BinaryName at a
     custom path) are kept and reported; other keys are left alone. A handler found in
     another schema's table is moved, and its user keys come along.
+
+    The edit is made twice, on the document and on its plain data, and a strict parser
+    must read the rendered document back as the edited plain data: a layout that tomlkit
+    would render at a different key path is refused with that path, never written.
     """
     file_schema = schema_of(doc)
     if schema is None:
@@ -206,39 +174,73 @@ def patch(
             f"the file declares version = {file_schema} but --schema {schema} was asked: "
             f"drop --schema, or convert the file with `containerd config migrate` first"
         )
+    before = doc.unwrap()
+    reference = doc.unwrap()
+    _edit(reference, runtimes, config_dir, schema, default_runtime)
+    report = _edit(doc, runtimes, config_dir, schema, default_runtime)
+    _check_rendering(doc, reference)
+    report.changed = reference != before
+    return report
+
+
+def render(doc: TOMLDocument, report: PatchReport, original: str | None) -> str:
+    """The text to write: the original byte for byte when the patch changed nothing.
+
+    containerd 1.7 reads a config that starts with a byte-order mark, 2.x refuses it
+    ("invalid character at start of key"): a schema 3 file loses its BOM, with a note."""
+    if original is not None and original.startswith(te.BOM) and report.schema >= 3:
+        report.notes.append("removed the byte-order mark at the start of the file: "
+                            "containerd 2.x refuses to load a config that starts with one")
+        original = original.removeprefix(te.BOM)
+        report.changed = True
+    if original is not None and not report.changed:
+        return original
+    return dumps(doc, like=original)
+
+
+def _check_rendering(doc: TOMLDocument, want: dict[str, Any]) -> None:
+    te.check_rendering(doc, want, "add the handlers to this file")
+
+
+def edit_plain(data: dict[str, Any], runtimes: list[Runtime], config_dir: str, schema: int
+               ) -> PatchReport:
+    """The patch on plain data (an effective config merged from several files)."""
+    report = _edit(data, runtimes, config_dir, schema, None)
+    return report
+
+
+def _edit(doc: Any, runtimes: list[Runtime], config_dir: str, schema: int,
+          default_runtime: str | None) -> PatchReport:
+    """The edit itself, on a tomlkit document or on plain dicts alike."""
     if schema >= 2 and "version" not in doc:
-        doc["version"] = schema
+        te.put(doc, "version", schema)
     report = PatchReport(schema=schema)
     target = runtimes_path(schema)
     for rt in runtimes:
-        existing = _get(doc, (*target, rt.handler))
+        existing = te.get(doc, (*target, rt.handler))
         for other in find_handler(doc, rt.handler):
             if other == schema:
                 continue
             src = (*runtimes_path(other), rt.handler)
-            carried = _plain(_get(doc, src))
-            _delete(doc, src)
+            carried = te.plain(te.get(doc, src))
+            te.delete(doc, src)
             report.moved.append((rt.handler, table_name(src), table_name((*target, rt.handler))))
             if existing is None:
-                table = _ensure_table(doc, (*target, rt.handler))
+                table = te.ensure_table(doc, (*target, rt.handler))
                 for k, v in carried.items():
-                    table[k] = v
+                    te.put(table, k, v)
                 existing = table
         was_new = existing is None
-        table = _ensure_table(doc, (*target, rt.handler))
+        table = te.ensure_table(doc, (*target, rt.handler))
         changed = _set_if_different(table, "runtime_type", rt.runtime_type)
         for key, value in rt.handler_settings.items():
             changed |= _set_if_different(table, key, value)
         options = rt.containerd_options(config_dir)
         if options:
-            opts = table.get("options")
-            if opts is None:
-                opts = tomlkit.table()
-                table["options"] = opts
-                opts = table["options"]
-                changed = True
+            changed |= "options" not in table
+            opts = te.ensure_table(doc, (*target, rt.handler, "options"))
             for key, value in options.items():
-                current = _plain(opts[key]) if key in opts else None
+                current = te.plain(opts[key]) if key in opts else None
                 if current not in (None, "") and current != value:
                     report.kept.append(f"{rt.handler}.options.{key}={current!r} "
                                        f"(catalog default {value!r})")
@@ -253,17 +255,19 @@ def patch(
         else:
             report.unchanged.append(rt.handler)
     if default_runtime is not None:
-        containerd_table = _ensure_table(doc, (*CRI_RUNTIME_PLUGIN[schema], "containerd"))
+        containerd_table = te.ensure_table(doc, (*CRI_RUNTIME_PLUGIN[schema], "containerd"))
         _set_if_different(containerd_table, "default_runtime_name", default_runtime)
     return report
 
 
 def handler_table(doc: TOMLDocument, schema: int, handler: str) -> Table | None:
     """The live (editable) table of ``handler`` in the table ``schema`` reads."""
-    return _get(doc, (*runtimes_path(schema), handler))
+    return te.get(doc, (*runtimes_path(schema), handler))
 
 
 def handlers(doc: TOMLDocument, schema: int | None = None) -> dict[str, dict[str, Any]]:
     """Handler name -> its table (plain dict), from the table ``schema`` reads."""
-    table = _get(doc, runtimes_path(schema or schema_of(doc)))
-    return {k: _plain(v) for k, v in (table or {}).items()}
+    table = te.get(doc, runtimes_path(schema or schema_of(doc)))
+    if table is not None and not te.is_table(table):
+        raise te.not_a_table(runtimes_path(schema or schema_of(doc)), table)
+    return {k: te.plain(v) for k, v in (table or {}).items()}

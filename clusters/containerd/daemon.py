@@ -38,7 +38,8 @@ class PrivateContainerd:
     """
 
     def __init__(self, doc: tomlkit.TOMLDocument, workdir: Path, binary: str = "containerd",
-                 config_origin: Path | None = None, extra_path: list[str] | None = None):
+                 config_origin: Path | None = None, extra_path: list[str] | None = None,
+                 pending: dict[Path, str] | None = None):
         self.extra_path = list(dict.fromkeys([*(extra_path or []), str(path_dir())]))
         self.binary = find_binary(binary, "install containerd (apt-get install containerd) "
                                   "or run `sandcheck provision`", path=self.env()["PATH"])
@@ -48,7 +49,9 @@ class PrivateContainerd:
         self.socket = self.workdir / "containerd.sock"
         self.config_path = self.workdir / "config.toml"
         self.log_path = self.workdir / "containerd.log"
-        self.doc = _privatized(doc, self, config_origin)
+        self.doc = _privatized(doc, self)
+        self.imports = _private_imports(doc, self, config_origin, pending)
+        """Privatized copies of every imported file, in containerd's order (name -> doc)."""
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -65,6 +68,8 @@ class PrivateContainerd:
         for d in (self.root, self.state):
             d.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(tomlkit.dumps(self.doc))
+        for name, imported in self.imports:
+            (self.workdir / name).write_text(tomlkit.dumps(imported))
         log = open(self.log_path, "ab")
         # A session of its own: Ctrl-C reaches pytest, whose finalizers stop this in order.
         self.proc = subprocess.Popen(
@@ -171,8 +176,8 @@ class PrivateContainerd:
         self.stop()
 
 
-def _privatized(doc: tomlkit.TOMLDocument, daemon: PrivateContainerd,
-                origin: Path | None) -> tomlkit.TOMLDocument:
+def _privatized(doc: tomlkit.TOMLDocument, daemon: PrivateContainerd
+                ) -> tomlkit.TOMLDocument:
     """A copy of ``doc`` whose paths and listeners cannot touch the host's containerd."""
     copy = tomlkit.parse(tomlkit.dumps(doc))
     for key in ("root", "state"):
@@ -183,10 +188,8 @@ def _privatized(doc: tomlkit.TOMLDocument, daemon: PrivateContainerd,
             table["address"] = str(daemon.socket) if section == "grpc" else ""
     if "debug" in copy and copy["debug"].get("address") == "":
         del copy["debug"]["address"]
-    imports = copy.get("imports")
-    if imports is not None and origin is not None:
-        base = Path(origin).resolve().parent
-        copy["imports"] = [str(base / p) if not os.path.isabs(p) else p for p in imports]
+    if "imports" in copy:
+        copy["imports"] = []
     plugins = copy.setdefault("plugins", tomlkit.table(True))
     plugins.setdefault("io.containerd.internal.v1.opt", tomlkit.table())["path"] = str(
         daemon.workdir / "opt")
@@ -195,3 +198,23 @@ def _privatized(doc: tomlkit.TOMLDocument, daemon: PrivateContainerd,
         cri["stream_server_address"] = "127.0.0.1"
         cri["stream_server_port"] = "0"
     return copy
+
+
+def _private_imports(doc: tomlkit.TOMLDocument, daemon: PrivateContainerd,
+                     origin: Path | None, pending: dict[Path, str] | None
+                     ) -> list[tuple[str, tomlkit.TOMLDocument]]:
+    """Every file ``doc`` imports (globs and nested imports resolved as containerd does,
+    relative to ``origin``), each privatized like the main file: an import may set
+    addresses or replace the CRI section, and containerd applies it after the main file.
+    The private main file imports these copies, in the same order."""
+    from sandcheck.clusters.containerd import config as cc
+    from sandcheck.clusters.containerd import imports as ci
+
+    if not doc.get("imports"):
+        return []
+    origin = Path(origin) if origin is not None else Path.cwd() / "config.toml"
+    files = ci.resolve(origin, tomlkit.dumps(doc), pending)[1:]
+    copies = [(f"import-{i:02d}-{f.path.name}", _privatized(cc.parse(f.text, str(f.path)), daemon))
+              for i, f in enumerate(files)]
+    daemon.doc["imports"] = [str(daemon.workdir / name) for name, _ in copies]
+    return copies

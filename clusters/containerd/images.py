@@ -44,6 +44,12 @@ def import_into_containerd(
 ) -> None:
     """Import the archive with ctr, so a containerd without registry access
     (and the kubelet's CRI, in namespace k8s.io) can run the probe image."""
+    import_archive(image.archive, address, namespace, ctr, timeout)
+
+
+def import_archive(archive: Path, address: str, namespace: str = "k8s.io", ctr: str = "ctr",
+                   timeout: float = TIMEOUTS.image_import) -> None:
+    """Import an image archive (the probe image's, as built and cached) with ctr."""
     argv = [
         ctr,
         "--address",
@@ -53,7 +59,7 @@ def import_into_containerd(
         "images",
         "import",
         "--all-platforms",
-        str(image.archive),
+        str(archive),
     ]
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)

@@ -30,8 +30,12 @@ class VerifyResult:
 
 
 def verify(doc: tomlkit.TOMLDocument, runtimes: list[Runtime], config_dir: str,
-           containerd: str = "containerd", origin: Path | None = None) -> VerifyResult:
-    """Start the real containerd on ``doc`` and check that CRI sees each handler."""
+           containerd: str = "containerd", origin: Path | None = None,
+           pending: dict[Path, str] | None = None) -> VerifyResult:
+    """Start the real containerd on ``doc`` and check that CRI sees each handler.
+
+    containerd applies the imports itself (copies of them, privatized like the main
+    file); ``pending`` gives files not written yet (a drop-in) their text."""
     schema = cc.schema_of(doc)
     binary = find_binary(containerd, "install containerd or pass --containerd PATH")
     version = containerd_version(binary)
@@ -47,7 +51,8 @@ def verify(doc: tomlkit.TOMLDocument, runtimes: list[Runtime], config_dir: str,
     workdir = Path(tempfile.mkdtemp(prefix="verify-", dir=WORK_BASE))
     lines: list[str] = []
     ok = True
-    with PrivateContainerd(doc, workdir, binary=binary, config_origin=origin) as daemon:
+    with PrivateContainerd(doc, workdir, binary=binary, config_origin=origin,
+                           pending=pending) as daemon:
         effective = daemon.effective_runtimes()
     for rt in runtimes:
         got = effective.get(rt.handler)
