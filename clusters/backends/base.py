@@ -44,16 +44,18 @@ class Capability(enum.Enum):
     backends have it), for skip reasons."""
 
     KUBERNETES_API = ("a Kubernetes API (RuntimeClass admission, kubectl describe, events, "
-                      "scheduling)", "--backend local or --backend kubeconfig --kubeconfig PATH")
+                      "scheduling)",
+                      "--backend local, kind or --backend kubeconfig --kubeconfig PATH")
     HOST_PROCESSES = ("the pod's host processes (shim, sandbox, VM) on this machine",
-                      "--backend node, local or docker")
+                      "--backend node, local, docker or kind")
     CRI_INSPECT = ("containerd's own record of the pod (CRI inspect: handler, timestamps, "
-                   "cgroups)", "--backend node or local")
-    NODE_CGROUPS = ("the pod's cgroups on this machine", "--backend node, local or docker")
+                   "cgroups)", "--backend node, local or kind")
+    NODE_CGROUPS = ("the pod's cgroups on this machine",
+                    "--backend node, local, docker or kind")
     CRI_DIRECT = ("direct CRI calls to a containerd no kubelet manages (crictl)",
                   "--backend node")
     NODE_IS_HOST = ("pods that run on this machine's kernel and /proc",
-                    "--backend node, local or docker")
+                    "--backend node, local, docker or kind")
     DOCKER_CLI = ("direct calls to the Docker engine (the docker CLI)", "--backend docker")
 
     @property
@@ -270,3 +272,8 @@ class KubernetesBackend(Backend, Protocol):
     def delete_runtime_class(self, name: str) -> None: ...
 
     def node_names(self) -> list[str]: ...
+
+    def nodes_lacking(self, handler: str) -> list[str]:
+        """Nodes the backend knows to lack ``handler`` while others have it (kind with
+        workers); empty when every node has it or the backend cannot tell."""
+        ...

@@ -666,6 +666,10 @@ class KubeCluster:
         return [n.metadata.name for n in
                 self.core.list_node(_request_timeout=TIMEOUTS.api_call).items]
 
+    def nodes_lacking(self, handler: str) -> list[str]:
+        """Unknown on a cluster whose nodes this backend did not set up."""
+        return []
+
     def handler_check(self, timeout: float = TIMEOUTS.pod_start) -> dict[str, str]:
         """Start one pod per selected runtime class; handler -> problem for those that fail."""
         problems: dict[str, str] = {}

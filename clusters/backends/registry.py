@@ -116,6 +116,25 @@ BACKENDS: dict[str, BackendEntry] = {e.name: e for e in (
         leftovers="docker.leftovers:remove_leftovers",
         workdir_prefix="docker",
     ),
+    BackendEntry(
+        name="kind",
+        summary="a kind cluster on a private dockerd (sandcheck's offline node image unless "
+                "--kind-image), the catalog's handlers added to its nodes",
+        factory="kind.backend:open_backend",
+        options=(
+            Option("--kind-cluster", "kind backend: use this existing kind cluster (in the "
+                   "engine at DOCKER_HOST); nothing is created or deleted"),
+            Option("--kind-workers", "kind backend: worker nodes (default 1); sandboxing "
+                   "runtimes go on the first worker only", {"type": int, "default": 1}),
+            Option("--kind-image", "kind backend: node image (default: sandcheck's offline "
+                   "image, built and loaded on demand)"),
+            Option("--kind-name", "kind backend: name of the cluster to create (default "
+                   "sandcheck-<run id>)"),
+        ),
+        available="kind.leftovers:unavailable",
+        leftovers="kind.leftovers:remove_leftovers",
+        workdir_prefix="kind",
+    ),
 )}
 
 

@@ -100,6 +100,31 @@ def test_scheduling_is_merged_and_conflicts_rejected(kube, native_runtime, make_
     assert "conflict" in (err.value.body or err.value.message).lower()
 
 
+def test_class_runs_only_where_its_handler_is(kube, runtime, make_runtime_class, submit_pod,
+                                              pod_factory, evidence):
+    """Nodes with different handler sets: a pod of the class lands on a node with the
+    handler (the class's scheduling); a class of the same handler without scheduling, on
+    a node that lacks it, fails visibly."""
+    lacking = kube.nodes_lacking(runtime.handler)
+    if not lacking:
+        pytest.skip(f"needs nodes without the {runtime.handler} handler beside nodes with it: "
+                    "run with --backend kind --kind-workers 1 (or more)")
+    pod = pod_factory(PodSpec(runtime=runtime, name_prefix=f"where-{runtime.name}"))
+    node = kube.pod_object(pod)["spec"]["nodeName"]
+    evidence.add("RuntimeClass scheduling",
+                 kube.read_runtime_class(runtime.runtime_class).get("scheduling"))
+    evidence.add("node of the pod", node, nodes_lacking_the_handler=lacking)
+    assert node not in lacking, f"a {runtime.name} pod was scheduled onto {node}"
+    bare = make_runtime_class(runtime.handler)
+    name, ns = submit_pod(PodSpec(runtime=runtime, name_prefix="lacks",
+                                  runtime_class_name=bare, node_name=lacking[0]))
+    events = events_within(kube, name, ns, "FailedCreatePodSandBox")
+    evidence.add("events on a node without the handler", events)
+    assert any(runtime.handler in message for message in events), \
+        f"no FailedCreatePodSandBox naming {runtime.handler} within {TIMEOUTS.event:.0f}s"
+    assert kube.read_pod(name, ns)["status"].get("phase") == "Pending"
+
+
 def test_overhead_lands_in_spec_and_cgroup(kube, native_runtime, make_runtime_class,
                                            pod_factory, evidence):
     overhead = {"cpu": "250m", "memory": "120Mi"}
