@@ -143,7 +143,7 @@ def cmd_provision(args) -> int:
 
 def cmd_cleanup(args) -> int:
     from sandcheck.clusters.cleanup import cleanup
-    for line in cleanup(dry_run=args.dry_run, force=args.force):
+    for line in cleanup(dry_run=args.dry_run, force=args.force, run=args.run):
         print(line)
     return 0
 
@@ -245,6 +245,9 @@ def parser() -> argparse.ArgumentParser:
     cl.add_argument("--dry-run", action="store_true", help="say what would be removed")
     cl.add_argument("--force", action="store_true",
                     help="also remove the directories of runs that still seem alive")
+    cl.add_argument("--run", metavar="ID",
+                    help="clean this run only: its work dirs, and its cgroups (and their "
+                         "processes) even when its work dirs are gone")
     cl.set_defaults(func=cmd_cleanup)
 
     sub.add_parser("backends", help="list the backends, their options and whether they "

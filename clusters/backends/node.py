@@ -2,8 +2,10 @@
 
 A private containerd (config written by the patcher, handlers verified before use),
 CNI bridge networking on a per-run bridge, and the probe image imported offline.
-Every sandbox carries the run label; everything lives under one work dir, so a stop,
-a failure or Ctrl-C leaves nothing behind, and ``sandcheck cleanup`` finds the rest.
+Every sandbox carries the run label; everything lives under one work dir, and every
+process (containerd, its shims, every pod) in one cgroup tree named by the run, so a stop,
+a failure or Ctrl-C leaves nothing behind, even with containerd dead, and
+``sandcheck cleanup`` finds the rest by the work dir or by the cgroup name.
 """
 
 from __future__ import annotations
@@ -36,8 +38,9 @@ from sandcheck.clusters.containerd.images import ProbeImage, import_into_contain
 from sandcheck.clusters.containerd.podconfig import container_config, sandbox_config
 from sandcheck.clusters.errors import ComponentError, UserError
 from sandcheck.clusters.host import proc as hostproc
+from sandcheck.clusters.host import runcgroups
 from sandcheck.clusters.host.cgroups import cgroup_mode
-from sandcheck.clusters.host.workdir import WORK_BASE, claim, remove_tree, run_id_of
+from sandcheck.clusters.host.workdir import WORK_BASE, claim, delete_tree, run_id_of
 from sandcheck.clusters.progress import Progress, quiet
 from sandcheck.clusters.provision.paths import containerd17_path_dir, path_dir, search_path
 from sandcheck.clusters.provision.versions import versions
@@ -138,6 +141,8 @@ class NodeBackend:
         self.keep = keep
         self.progress = progress
         self.workdir = WORK_BASE / f"node-{run_id}"
+        self.cgroup = runcgroups.run_cgroup(run_id, self.name)
+        """containerd in ``<cgroup>/containerd``, each pod in ``<cgroup>/pods/pod-<name>``."""
         if containerd is not None:
             default_containerd(containerd)  # a --containerd that does not exist ends here
         self.requested_containerd = containerd
@@ -237,7 +242,7 @@ class NodeBackend:
         doc = self.config_document()
         self.daemon = PrivateContainerd(doc, self.workdir / "containerd",
                                         binary=self.containerd_binary,
-                                        extra_path=self.tool_dirs)
+                                        extra_path=self.tool_dirs, cgroup=self.cgroup)
         self.daemon.start(timeout=TIMEOUTS.daemon_start)
         import_into_containerd(self.image, str(self.daemon.socket), CRI_NAMESPACE,
                                ctr=self._ctr())
@@ -296,7 +301,8 @@ class NodeBackend:
     # -- pods ----------------------------------------------------------------------------
 
     def pod_config(self, spec: PodSpec, name: str) -> dict[str, Any]:
-        return sandbox_config(spec, name, self.run_id, self.workdir / "pods" / name / "logs")
+        return sandbox_config(spec, name, self.run_id, self.workdir / "pods" / name / "logs",
+                              cgroup_parent=self.pod_cgroup(name))
 
     def container_config(self, spec: PodSpec) -> dict[str, Any]:
         return container_config(spec, self.image.alias, self.run_id)
@@ -346,10 +352,22 @@ class NodeBackend:
         return pod
 
     def delete_pod(self, pod: NodePod) -> None:
+        """Over CRI; with containerd dead, by killing the pod's cgroup (its state goes
+        with the run's)."""
         if pod.pod_id is None or self.daemon is None:
             return
-        self._remove_sandbox(pod.pod_id)
+        if self.daemon.alive():
+            self._remove_sandbox(pod.pod_id)
+        else:
+            runcgroups.release(self.pod_cgroup(pod.name))
         pod.pod_id = pod.container_id = None
+
+    def pod_cgroup(self, name: str) -> str:
+        """The pod's cgroup (CRI's cgroup_parent): its sandbox and containers are below.
+        gVisor's shim runs a sandbox and its gofer in the nearest ancestor of the
+        container's cgroup named ``pod*`` (kubelet's pod<uid>; shim/v1/runsc
+        setPodCgroup), so this one is named so too."""
+        return f"{self.cgroup}/pods/pod-{name}"
 
     def _remove_sandbox(self, pod_id: str) -> None:
         self.daemon.crictl("stopp", pod_id, timeout=TIMEOUTS.pod_delete, check=False)
@@ -364,16 +382,23 @@ class NodeBackend:
     # -- teardown ------------------------------------------------------------------------
 
     def stop(self) -> None:
+        """Pods removed over CRI while containerd lives; then everything in the run's
+        cgroup tree is killed (what a dead containerd left too), mounts made from the
+        work dir are unmounted and the tree, the bridge and the work dir removed. Only
+        what the run started is stopped: nothing is found by its command line."""
         if self.keep:
             return
         if self.daemon is not None:
-            proc = self.daemon.crictl("pods", "-q", "--label", f"{RUN_LABEL}={self.run_id}",
-                                      check=False, timeout=TIMEOUTS.api_call)
-            for pod_id in proc.stdout.split():
-                self._remove_sandbox(pod_id)
+            if self.daemon.alive():
+                proc = self.daemon.crictl("pods", "-q", "--label",
+                                          f"{RUN_LABEL}={self.run_id}", check=False,
+                                          timeout=TIMEOUTS.api_call)
+                for pod_id in proc.stdout.split():
+                    self._remove_sandbox(pod_id)
             self.daemon.stop()
+        runcgroups.release(self.cgroup)
         remove_network(self.run_id)
-        remove_tree(self.workdir)
+        delete_tree(self.workdir)
 
 
 def sandbox_pids(daemon: PrivateContainerd, pod_id: str) -> list[int]:
@@ -427,9 +452,12 @@ def unavailable() -> str | None:
 
 
 def remove_leftovers(workdir: Path) -> list[str]:
-    """What a dead node run leaves outside its work dir: its CNI bridge."""
+    """What a dead node run leaves outside its work dir: every process in its cgroup tree
+    (containerd, shims, pods; found with containerd dead and the work dir gone), the tree,
+    and its CNI bridge."""
     run_id = run_id_of(workdir)
-    if not Path("/sys/class/net", bridge_name(run_id)).exists():
-        return []
-    remove_network(run_id)
-    return [f"ip link delete {bridge_name(run_id)}"]
+    done = runcgroups.release(runcgroups.run_cgroup(run_id, NodeBackend.name))
+    if Path("/sys/class/net", bridge_name(run_id)).exists():
+        remove_network(run_id)
+        done.append(f"ip link delete {bridge_name(run_id)}")
+    return done

@@ -17,7 +17,8 @@ import tomlkit
 
 from sandcheck.clusters.errors import ComponentError, UserError
 from sandcheck.clusters.host import proc as hostproc
-from sandcheck.clusters.host.workdir import remove_tree
+from sandcheck.clusters.host import runcgroups
+from sandcheck.clusters.host.workdir import delete_tree
 from sandcheck.clusters.provision.paths import path_dir
 from sandcheck.clusters.timeouts import TIMEOUTS, wait_until
 
@@ -35,11 +36,16 @@ class PrivateContainerd:
     The user's config is copied, never edited: root, state and every listening
     address are overridden so the copy cannot collide with a containerd already
     serving the host.
+
+    With ``cgroup`` (a run's cgroup tree), containerd runs in ``<cgroup>/containerd``, so
+    its shims and whatever they start are born inside the tree, and the node's pods can be
+    put below it (CRI's cgroup_parent): stop() then kills every process in the tree, which
+    needs neither a live containerd nor a command line naming the work dir.
     """
 
     def __init__(self, doc: tomlkit.TOMLDocument, workdir: Path, binary: str = "containerd",
                  config_origin: Path | None = None, extra_path: list[str] | None = None,
-                 pending: dict[Path, str] | None = None):
+                 pending: dict[Path, str] | None = None, cgroup: str | None = None):
         self.extra_path = list(dict.fromkeys([*(extra_path or []), str(path_dir())]))
         self.binary = find_binary(binary, "install containerd (apt-get install containerd) "
                                   "or run `sandcheck provision`", path=self.env()["PATH"])
@@ -53,6 +59,7 @@ class PrivateContainerd:
         self.imports = _private_imports(doc, self, config_origin, pending)
         """Privatized copies of every imported file, in containerd's order (name -> doc)."""
         self.proc: subprocess.Popen | None = None
+        self.cgroup = cgroup
 
     @property
     def endpoint(self) -> str:
@@ -80,6 +87,10 @@ class PrivateContainerd:
         )
         log.close()
         try:
+            if self.cgroup is not None:
+                # Before it serves: containerd has started nothing yet, so all it starts
+                # later is born in the tree.
+                runcgroups.join(f"{self.cgroup}/containerd", self.proc.pid)
             wait_until(self._serving, timeout, f"containerd ({self.binary}) to serve CRI",
                        interval=0.2, state=lambda: "log tail:\n" + self.log_tail())
         except BaseException:
@@ -154,16 +165,23 @@ class PrivateContainerd:
         except OSError:
             return "(no log)"
 
-    def stop(self) -> None:
-        """Stop containerd, then every shim/sandbox it left, then unmount and delete."""
-        if self.proc is not None and self.proc.poll() is None:
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self) -> list[str]:
+        """Stop containerd (by its pid, with a grace period), then every process in its
+        cgroup tree (shims, sandboxes, pods) and the tree itself, then unmount and delete
+        the work dir. Returns what was done beyond stopping containerd."""
+        if self.alive():
             hostproc.kill_all([self.proc.pid], grace=TIMEOUTS.component_stop)
         if self.proc is not None:
             try:
                 self.proc.wait(timeout=TIMEOUTS.kill_grace)
             except subprocess.TimeoutExpired:
                 pass
-        remove_tree(self.workdir)
+        done = [] if self.cgroup is None else runcgroups.release(self.cgroup)
+        delete_tree(self.workdir)
+        return done
 
     def __enter__(self) -> PrivateContainerd:
         try:

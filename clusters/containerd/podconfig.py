@@ -16,14 +16,19 @@ _NAMESPACES = {"network": 0, "pid": 1, "ipc": 0}
 _SECCOMP = {"RuntimeDefault": (0, "runtime/default"), "Unconfined": (1, "unconfined")}
 
 
-def sandbox_config(spec: PodSpec, name: str, run_id: str, log_directory: Path
-                   ) -> dict[str, Any]:
+def sandbox_config(spec: PodSpec, name: str, run_id: str, log_directory: Path,
+                   cgroup_parent: str | None = None) -> dict[str, Any]:
+    """``cgroup_parent``: the pod's cgroup (kubelet gives its pod cgroup here); containerd
+    puts the sandbox and every container below it, instead of its shared ``/k8s.io``."""
+    linux: dict[str, Any] = {"security_context": {"namespace_options": dict(_NAMESPACES)}}
+    if cgroup_parent is not None:
+        linux["cgroup_parent"] = cgroup_parent
     return {
         "metadata": {"name": name, "namespace": POD_NAMESPACE, "uid": name, "attempt": 0},
         "hostname": name,
         "log_directory": str(log_directory),
         "labels": {RUN_LABEL: run_id, RUNTIME_LABEL: spec.runtime.name, **spec.labels},
-        "linux": {"security_context": {"namespace_options": dict(_NAMESPACES)}},
+        "linux": linux,
     }
 
 

@@ -1,4 +1,5 @@
-"""Mounts: the mount table, what is mounted below a path, and unmounting it."""
+"""Mounts: the mount table, what is mounted below a path or made from files below it, and
+unmounting it."""
 
 from __future__ import annotations
 
@@ -21,23 +22,49 @@ def mount_table(mountinfo: str | None = None) -> list[tuple[str, str, str]]:
     return out
 
 
-def mounts_under(prefix: str) -> list[str]:
-    """Mount points at or below ``prefix``, deepest first."""
-    points = []
-    with open("/proc/self/mountinfo") as fh:
-        for line in fh:
-            point = line.split()[4].encode().decode("unicode_escape")
-            if point == prefix or point.startswith(prefix.rstrip("/") + "/"):
-                points.append(point)
+def _below(path: str, prefix: str) -> bool:
+    return path == prefix.rstrip("/") or path.startswith(prefix.rstrip("/") + "/")
+
+
+def _deepest_first(points: list[str]) -> list[str]:
     return sorted(set(points), key=lambda p: (-p.count("/"), p))
 
 
+def mounts_under(prefix: str, mountinfo: str | None = None) -> list[str]:
+    """Mount points at or below ``prefix``, deepest first."""
+    return _deepest_first([p for p, _, _ in mount_table(mountinfo) if _below(p, prefix)])
+
+
+OVERLAY_DIRS = ("lowerdir", "upperdir", "workdir")
+
+
+def overlay_dirs(options: str) -> list[str]:
+    """The directories an overlay mount is made of, from its super options."""
+    dirs = []
+    for option in options.split(","):
+        key, _, value = option.partition("=")
+        if key in OVERLAY_DIRS:
+            dirs += [d for d in value.split(":") if d]
+    return dirs
+
+
+def mounts_of(prefix: str, mountinfo: str | None = None) -> list[str]:
+    """Mount points at or below ``prefix`` and overlay mounts made from directories below
+    it wherever they are mounted (a container's rootfs outlives a deleted work dir, or
+    sits elsewhere), deepest first."""
+    return _deepest_first([
+        point for point, fstype, options in mount_table(mountinfo)
+        if _below(point, prefix) or (fstype == "overlay" and any(
+            _below(d, prefix) for d in overlay_dirs(options)))])
+
+
 def unmount_all(prefix: str) -> list[str]:
-    """Unmount everything at or below ``prefix``, deepest first; a mount that stays busy is
-    detached lazily. Three rounds: unmounting may reveal mounts that were stacked below."""
+    """Unmount everything at or below ``prefix`` and every overlay made from it, deepest
+    first; a mount that stays busy is detached lazily. Three rounds: unmounting may reveal
+    mounts that were stacked below."""
     done = []
     for _ in range(3):
-        points = mounts_under(prefix)
+        points = mounts_of(prefix)
         if not points:
             break
         for point in points:

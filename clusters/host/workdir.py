@@ -56,13 +56,20 @@ def concurrent_runs(base: Path | None = None) -> list[str]:
     return [f"{w.name} (pid {owner_pid(w)})" for w in workdirs if owner_alive(w)]
 
 
-def remove_tree(path: Path) -> None:
-    """Stop the processes that name ``path``, unmount anything below it, then delete it."""
-    kill_mentioning(path)
-    if not path.exists():
-        return
+def delete_tree(path: Path) -> None:
+    """Unmount everything below ``path`` or made from it, then delete it. Stops nothing:
+    a run stops its own processes (by pid and cgroup) before this."""
     unmount_all(str(path))
-    shutil.rmtree(path, ignore_errors=True)
+    if path.exists():
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def remove_tree(path: Path) -> None:
+    """Stop the processes that name ``path``, then delete_tree. For daemons not yet kept
+    in a cgroup of their run (dockerd's); it would also stop a user's ``tail -f`` of a log
+    below ``path``."""
+    kill_mentioning(path)
+    delete_tree(path)
 
 
 def run_id_of(workdir: Path) -> str:

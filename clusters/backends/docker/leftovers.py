@@ -16,21 +16,10 @@ from sandcheck.clusters.backends.docker.engine import remove_run_objects as remo
 from sandcheck.clusters.docker.daemon import cgroup_parent_of
 from sandcheck.clusters.errors import UserError
 from sandcheck.clusters.host import proc as hostproc
-from sandcheck.clusters.host.cgroups import cgroup_hierarchies, cgroup_procs, remove_subtree
+from sandcheck.clusters.host.runcgroups import members as cgroup_members  # noqa: F401 (kind's)
+from sandcheck.clusters.host.runcgroups import release
 from sandcheck.clusters.host.workdir import run_id_of
 from sandcheck.clusters.timeouts import TIMEOUTS
-
-
-def cgroup_members(relative: str) -> list[int]:
-    """Every pid in ``relative``'s subtree, in every hierarchy."""
-    pids: set[int] = set()
-    for base in cgroup_hierarchies():
-        top = base / relative.strip("/")
-        for directory in (top.rglob("*") if top.is_dir() else ()):
-            if directory.is_dir():
-                pids |= cgroup_procs(directory) or set()
-        pids |= cgroup_procs(top) or set()
-    return sorted(pids)
 
 
 def remove_engine_objects(workdir: Path) -> list[str]:
@@ -54,12 +43,7 @@ def remove_engine_objects(workdir: Path) -> list[str]:
 def remove_leftovers(workdir: Path) -> list[str]:
     run_id = run_id_of(workdir)
     done = remove_engine_objects(workdir)
-    relative = cgroup_parent_of(run_id)
-    members = cgroup_members(relative)
-    if members:
-        hostproc.kill_all(members, grace=TIMEOUTS.kill_grace)
-        done.append(f"killed {len(members)} container processes in {relative}")
-    done += remove_subtree(relative)
+    done += release(cgroup_parent_of(run_id))
     bridge = bridge_name(run_id)
     if Path("/sys/class/net", bridge).exists():
         hostproc.run(["ip", "link", "delete", bridge], check=False, timeout=TIMEOUTS.command)

@@ -49,8 +49,9 @@ from sandcheck.clusters.backends.node import NodeBackend, sandbox_pids
 from sandcheck.clusters.catalog import Runtime
 from sandcheck.clusters.containerd.images import PROBE_IMAGE, ProbeImage
 from sandcheck.clusters.host import proc as hostproc
+from sandcheck.clusters.host import runcgroups
 from sandcheck.clusters.host.cgroups import make_subtree
-from sandcheck.clusters.host.workdir import WORK_BASE, claim, remove_tree
+from sandcheck.clusters.host.workdir import WORK_BASE, claim, delete_tree
 from sandcheck.clusters.progress import Progress, quiet
 from sandcheck.clusters.provision.paths import search_path
 from sandcheck.clusters.provision.pins import ETCD_VERSION, KUBERNETES_VERSION
@@ -156,7 +157,8 @@ class LocalCluster(KubeCluster):
 
     def _component(self, name: str, argv: list[str], env: dict[str, str] | None = None
                    ) -> Component:
-        comp = Component(name, argv, self.workdir / "logs" / f"{name}.log", env=env)
+        comp = Component(name, argv, self.workdir / "logs" / f"{name}.log", env=env,
+                         cgroup=f"{self.cgroup_root}/components")
         self.components[name] = comp
         comp.start()
         return comp
@@ -398,11 +400,14 @@ class LocalCluster(KubeCluster):
             if comp is not None:
                 steps.append((f"stop {name}", comp.stop))
         steps.append(("close API client", self._close_client))
+        # What the run started and outlived its stop (pods of a dead containerd, a
+        # component's children) is in the run's cgroups: killed before the node's mounts
+        # go. Nothing is found by its command line: a user's `tail -f` of a log lives on.
+        steps.append(("kill what is left", lambda: runcgroups.kill_tree(self.cgroup_root)))
         steps.append(("stop node", self.node.stop))
-        steps.append(("kill leftovers", lambda: hostproc.kill_mentioning(self.workdir)))
         steps.append(("remove leftovers", lambda: remove_leftovers(
             self.workdir, remove_logs_dir=not self._logs_dir_existed)))
-        steps.append(("remove work dir", lambda: remove_tree(self.workdir)))
+        steps.append(("remove work dir", lambda: delete_tree(self.workdir)))
         # Every step runs even when one fails (this is also the Ctrl-C path).
         for what, step in steps:
             try:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from sandcheck.clusters.errors import ComponentError
 from sandcheck.clusters.host import proc as hostproc
+from sandcheck.clusters.host import runcgroups
 from sandcheck.clusters.timeouts import TIMEOUTS, wait_until
 
 LOG_TAIL = 40
@@ -38,6 +39,9 @@ class Component:
     argv: list[str]
     log_path: Path
     env: dict[str, str] | None = None
+    cgroup: str | None = None
+    """The run's cgroup the daemon is moved into at once (what it starts is born there
+    too), so teardown and cleanup find it without matching its command line."""
     proc: subprocess.Popen | None = field(default=None, repr=False)
 
     def start(self) -> None:
@@ -49,6 +53,8 @@ class Component:
             self.proc = subprocess.Popen(self.argv, stdout=log, stderr=log,
                                          stdin=subprocess.DEVNULL, env=self.env,
                                          start_new_session=True)
+        if self.cgroup is not None:
+            runcgroups.join(self.cgroup, self.proc.pid)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

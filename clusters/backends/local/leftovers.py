@@ -1,5 +1,6 @@
-"""What a local run leaves outside its work dir, and its removal: the pod cgroup subtree
-kubelet made under the run's cgroup root, and kubelet's links in /var/log/containers (a
+"""What a local run leaves outside its work dir, and its removal: every process in the
+run's cgroup root (the components and, below kubelet's pod cgroups, the pods' processes,
+alive or not) and the cgroups themselves, and kubelet's links in /var/log/containers (a
 fixed path kubelet does not let one move). stop() calls this, and so does
 ``sandcheck cleanup`` for a run that died."""
 
@@ -9,17 +10,17 @@ import os
 from pathlib import Path
 
 from sandcheck.clusters.backends.local.kubelet import cgroup_root
-from sandcheck.clusters.host.cgroups import remove_subtree
+from sandcheck.clusters.host.runcgroups import release
 from sandcheck.clusters.host.workdir import run_id_of
 
 CONTAINER_LOGS_DIR = Path("/var/log/containers")
 
 
 def remove_leftovers(workdir: Path, remove_logs_dir: bool = False) -> list[str]:
-    """Remove what the local run of ``workdir`` left outside it once its processes are
-    gone; lines say what was done. ``remove_logs_dir``: kubelet made /var/log/containers
-    for this run, so it goes too when empty."""
-    return [*remove_subtree(cgroup_root(run_id_of(workdir))),
+    """Remove what the local run of ``workdir`` left outside it: kill what still runs in
+    its cgroups, remove them; lines say what was done. ``remove_logs_dir``: kubelet made
+    /var/log/containers for this run, so it goes too when empty."""
+    return [*release(cgroup_root(run_id_of(workdir))),
             *remove_container_log_links(workdir, remove_dir=remove_logs_dir)]
 
 
