@@ -91,10 +91,8 @@ def _remove_workdir(workdir: Path, dry_run: bool) -> list[str]:
 
 
 def _remove_named(workdir: Path) -> list[str]:
-    """After the run's cgroups (its pods, which name nothing): daemons a backend does not
-    keep in a cgroup of the run (dockerd) name the work dir; then the backend's leftovers
-    and the work dir."""
-    hostproc.kill_mentioning(workdir)
+    """After the run's cgroups (its daemons and pods: every process a run starts is born in
+    one), the backend's leftovers and the work dir."""
     entry = registry.for_workdir(workdir)
     done = [] if entry is None else entry.remove_leftovers(workdir)
     delete_tree(workdir)

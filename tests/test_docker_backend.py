@@ -202,3 +202,38 @@ def test_cleanup_removes_what_a_killed_run_left(tmp_path):
     remove_tree(workdir)
     assert any(line.startswith("ip link delete") for line in done), done
     _assert_nothing_left(workdir, "\n".join(done))
+
+
+@pytest.mark.integration
+@needs_dockerd
+def test_private_engine_lives_in_the_runs_cgroup_and_goes_with_it():
+    """dockerd, its containerd and every container are born in the run's cgroup tree, so
+    stop() ends them by cgroup: a `tail -f` of the engine's log (which names the run's
+    work dir) survives."""
+    from sandcheck.clusters.backends.base import new_run_id
+    from sandcheck.clusters.docker.daemon import PrivateDockerd
+    from sandcheck.clusters.host import runcgroups
+    from sandcheck.clusters.host.workdir import WORK_BASE
+
+    run_id = new_run_id()
+    engine = PrivateDockerd(WORK_BASE / f"docker-{run_id}", run_id)
+    tail = None
+    try:
+        engine.start()
+        tail = subprocess.Popen(["tail", "-f", str(engine.log_path)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        members = set(runcgroups.members(engine.cgroup_parent))
+        children = {int(p) for p in Path(f"/proc/{engine.proc.pid}/task/{engine.proc.pid}"
+                                           "/children").read_text().split()}
+        assert engine.proc.pid in members and children <= members, (members, children)
+        engine.stop()
+        assert runcgroups.members(engine.cgroup_parent) == []
+        assert not any((base / engine.cgroup_parent.strip("/")).exists()
+                       for base in cgroup_hierarchies())
+        assert tail.poll() is None, "teardown stopped a process it did not start"
+        assert not engine.workdir.exists()
+    finally:
+        engine.stop()
+        if tail is not None:
+            tail.kill()
+            tail.wait()

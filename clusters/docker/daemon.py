@@ -23,9 +23,9 @@ from typing import Any
 from sandcheck.clusters.docker import capdrop
 from sandcheck.clusters.errors import ComponentError, UserError
 from sandcheck.clusters.host import proc as hostproc
-from sandcheck.clusters.host.cgroups import remove_subtree
+from sandcheck.clusters.host import runcgroups
 from sandcheck.clusters.host.state import HostState
-from sandcheck.clusters.host.workdir import claim, remove_tree
+from sandcheck.clusters.host.workdir import claim, delete_tree
 from sandcheck.clusters.progress import Progress, quiet
 from sandcheck.clusters.provision.hostprep import CAP_SYS_RESOURCE, has_capability
 from sandcheck.clusters.timeouts import TIMEOUTS, wait_until
@@ -149,9 +149,13 @@ class PrivateDockerd:
                 "--cgroup-parent", self.cgroup_parent]
         with open(self.log_path, "ab") as log:
             # A session of its own: Ctrl-C reaches pytest, whose finalizers stop this.
+            # Born in the run's cgroup tree (beside its containers), so teardown and
+            # cleanup find the engine, its containerd and its shims without their names.
             self.proc = subprocess.Popen(argv, stdout=log, stderr=log,
                                          stdin=subprocess.DEVNULL, env=self.env(),
-                                         start_new_session=True)
+                                         start_new_session=True,
+                                         preexec_fn=runcgroups.entering(
+                                             f"{self.cgroup_parent}/engine"))
         try:
             wait_until(self._serving, timeout, f"dockerd ({self.binary}) to serve its API",
                        interval=0.2, state=lambda: "log tail:\n" + self.log_tail())
@@ -202,8 +206,8 @@ class PrivateDockerd:
                 self.proc.wait(timeout=TIMEOUTS.kill_grace)
             except subprocess.TimeoutExpired:
                 pass
-        remove_tree(self.workdir)
-        remove_subtree(self.cgroup_parent.strip("/"))
+        runcgroups.release(self.cgroup_parent)
+        delete_tree(self.workdir)
         left: list[str] = []
         if self.host_before is not None:
             for line in self.host_before.restore_sysctls():

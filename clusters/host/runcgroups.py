@@ -89,15 +89,35 @@ def _make(relative: str) -> None:
         make_subtree("/".join(parts[:depth]))
 
 
-def join(relative: str, pid: int) -> None:
-    """Move ``pid`` (a process that has no children yet) into ``relative`` in every
-    hierarchy, making the cgroups as needed; what it starts later is born there. The
-    calling process is recorded as the owner of the tree's top cgroup."""
+def prepare(relative: str) -> list[Path]:
+    """Make ``relative`` in every hierarchy and record the calling process as the owner of
+    the tree's top cgroup; returns the ``cgroup.procs`` files to write a member into."""
     _make(relative)
     top = relative.strip("/").split("/")[0]
     _make(f"{top}/{OWNER}{os.getpid()}-{_start_time(os.getpid())}")
-    for base in cgroup_hierarchies():
-        (base / relative.strip("/") / "cgroup.procs").write_text(str(pid))
+    return [base / relative.strip("/") / "cgroup.procs" for base in cgroup_hierarchies()]
+
+
+def join(relative: str, pid: int) -> None:
+    """Move ``pid`` (a process that has no children yet) into ``relative`` in every
+    hierarchy, making the cgroups as needed; what it starts later is born there."""
+    for procs in prepare(relative):
+        procs.write_text(str(pid))
+
+
+def entering(relative: str):
+    """A ``preexec_fn`` that moves the child into ``relative`` before it execs, for a
+    daemon that starts children at once (dockerd starts containerd): none is born outside
+    the tree. The cgroups are made here, in the parent."""
+    files = [str(f) for f in prepare(relative)]
+
+    def enter() -> None:
+        pid = str(os.getpid())
+        for name in files:
+            with open(name, "w") as fh:
+                fh.write(pid)
+
+    return enter
 
 
 OWNER = "owner-"

@@ -65,9 +65,8 @@ def delete_tree(path: Path) -> None:
 
 
 def remove_tree(path: Path) -> None:
-    """Stop the processes that name ``path``, then delete_tree. For daemons not yet kept
-    in a cgroup of their run (dockerd's); it would also stop a user's ``tail -f`` of a log
-    below ``path``."""
+    """Stop the processes that name ``path``, then delete_tree: for daemons started outside
+    any run cgroup (a test's own). A run's teardown stops its processes by pid and cgroup."""
     kill_mentioning(path)
     delete_tree(path)
 

@@ -18,7 +18,7 @@ from sandcheck.clusters.containerd.images import ProbeImage
 from sandcheck.clusters.docker.daemon import INSTALL_HINT
 from sandcheck.clusters.errors import ComponentError, UserError
 from sandcheck.clusters.host.cgroups import cgroup_mode
-from sandcheck.clusters.host.workdir import WORK_BASE, claim, remove_tree
+from sandcheck.clusters.host.workdir import WORK_BASE, claim, delete_tree
 from sandcheck.clusters.progress import Progress, quiet
 from sandcheck.clusters.provision.versions import versions
 from sandcheck.clusters.timeouts import TIMEOUTS
@@ -139,7 +139,7 @@ class DockerBackend:
             return
         for line in self.engine.stop():
             self.progress(f"docker backend teardown: {line}")
-        remove_tree(self.workdir)
+        delete_tree(self.workdir)
 
 
 def open_backend(settings: BackendSettings) -> DockerBackend:

@@ -33,7 +33,7 @@ from sandcheck.clusters.catalog import Runtime
 from sandcheck.clusters.containerd.images import PROBE_IMAGE, ProbeImage
 from sandcheck.clusters.errors import ComponentError, UserError
 from sandcheck.clusters.host import proc as hostproc
-from sandcheck.clusters.host.workdir import WORK_BASE, claim, remove_tree
+from sandcheck.clusters.host.workdir import WORK_BASE, claim, delete_tree
 from sandcheck.clusters.progress import Progress, quiet
 from sandcheck.clusters.provision.kindnode import load_node_image
 from sandcheck.clusters.provision.kindnode.build import REPOSITORY
@@ -340,7 +340,7 @@ class KindCluster(KubeCluster):
                 self.progress(f"kind teardown: host differs after the run: {line}")
 
     def _remove_workdir(self) -> None:
-        remove_tree(self.workdir)
+        delete_tree(self.workdir)
 
     def _close_client(self) -> None:
         if self.api_client is not None:
