@@ -18,6 +18,7 @@ from sandcheck.clusters.backends import registry
 from sandcheck.clusters.backends.local.kubelet import cgroup_root
 from sandcheck.clusters.backends.node import bridge_name
 from sandcheck.clusters.host import proc as hostproc
+from sandcheck.clusters.host import runcgroups
 from sandcheck.clusters.host.cgroups import cgroup_hierarchies, make_subtree, remove_subtree
 from sandcheck.clusters.host.mounts import mounts_under
 from sandcheck.clusters.host.workdir import (
@@ -135,6 +136,10 @@ def test_cleanup_removes_dead_runs_and_spares_live_ones(tmp_path, monkeypatch):
         return [f"leftovers of {workdir.name}"]
 
     monkeypatch.setattr(registry.BackendEntry, "remove_leftovers", remove_leftovers)
+    # Only this test's run is looked for by cgroup: other runs on the machine are not ours.
+    every_run = runcgroups.runs_in_cgroups
+    monkeypatch.setattr(runcgroups, "runs_in_cgroups", lambda *a: {
+        k: v for k, v in every_run(*a).items() if k == "dead"})
     dead = tmp_path / "node-dead"
     claim(dead)
     (dead / OWNER_FILE).write_text(str(2 ** 22 + 1))
@@ -142,19 +147,24 @@ def test_cleanup_removes_dead_runs_and_spares_live_ones(tmp_path, monkeypatch):
     live = _sleeper()
     (tmp_path / "local-live").mkdir()
     (tmp_path / "local-live" / OWNER_FILE).write_text(str(live.pid))
-    daemon = _sleeper("", str(dead / "containerd.sock"))
+    daemon = _sleeper()  # the dead run's daemon: in its run's cgroup, naming nothing
+    runcgroups.join(f"{runcgroups.run_cgroup('dead', 'node')}/containerd", daemon.pid)
+    reader = _sleeper("", str(dead / "containerd.log"))  # a user's `tail -f` of its log
     try:
         done = cleanup_module.cleanup(base=tmp_path)
         assert not hostproc.alive(daemon.pid), "the dead run's daemon still runs"
+        assert hostproc.alive(reader.pid), "cleanup stopped a process the run did not start"
     finally:
-        for proc in (live, daemon):
+        for proc in (live, daemon, reader):
             proc.kill()
             proc.wait()
+        runcgroups.release(runcgroups.run_cgroup("dead", "node"))
     assert not dead.exists() and not (tmp_path / "unknown-x").exists()
     assert (tmp_path / "local-live").exists()
     assert handed == [("node", dead)], "each work dir goes to its own backend's remover"
     assert "  leftovers of node-dead" in done
     assert any(line.startswith(f"skip {tmp_path / 'local-live'}") for line in done)
+    assert not runcgroups.cgroups_of_run("dead")
 
 
 # -- a real run, interrupted --------------------------------------------------------------

@@ -131,10 +131,10 @@ def test_leftovers_of_a_dead_run_name_only_what_exists(tmp_path):
 # -- a real cluster -----------------------------------------------------------------------
 
 def host_changes(before: HostState) -> list[str]:
-    """Changes a kind run could cause: sysctls, bridges, firewall rules (other runs on
-    this machine add and remove veth and bridges of their own names)."""
+    """Changes a kind run could cause: sysctls, a bridge left behind, firewall rules
+    (other runs on this machine add and remove veth and bridges of their own)."""
     return [line for line in before.differences()
-            if line.startswith("sysctl") or "rules" in line or " br-" in line]
+            if line.startswith(("sysctl", "new link br-")) or "rules" in line]
 
 
 def assert_run_left_nothing(workdir: Path) -> None:

@@ -334,9 +334,9 @@ class KindCluster(KubeCluster):
 
     def _stop_engine(self) -> None:
         # veth and bridges of other runs on this machine come and go meanwhile: only
-        # settings, firewall rules and docker-made bridges can be this run's.
+        # settings, firewall rules and a docker-made bridge left behind can be this run's.
         for line in self.engine.stop():
-            if line.startswith("sysctl") or "rules" in line or " br-" in line:
+            if line.startswith(("sysctl", "new link br-")) or "rules" in line:
                 self.progress(f"kind teardown: host differs after the run: {line}")
 
     def _remove_workdir(self) -> None:
