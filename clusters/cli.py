@@ -254,6 +254,11 @@ def parser() -> argparse.ArgumentParser:
                    "can run here").set_defaults(func=cmd_backends)
     sub.add_parser("run", help="run the bundled suites: sandcheck run [pytest options], e.g. "
                    "--backend node --runtimes runc -k kernel")
+    sub.add_parser("certify", help="certify every node x runtime class into a bundle: "
+                   "sandcheck certify [--bundle DIR] [--nodes all|SELECTOR] "
+                   "[--node-parallelism N] [suite options, e.g. --backend kind]")
+    sub.add_parser("verify-bundle", help="check a certification bundle's SHA256SUMS: "
+                   "sandcheck verify-bundle DIR")
 
     cp = sub.add_parser("compare", help="compare two results.json files")
     cp.add_argument("old")
@@ -267,6 +272,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["run"]:
         return run_suites(argv[1:])  # every option after `run` is pytest's
+    if argv[:1] in (["certify"], ["verify-bundle"]):
+        from sandcheck.clusters import certify
+
+        run = certify.certify if argv[0] == "certify" else certify.verify
+        return run(argv[1:])  # certify passes unknown options to pytest
     args = parser().parse_args(argv)
     try:
         return args.func(args)

@@ -18,7 +18,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from sandcheck.reports.matrix import matrix_html, matrix_markdown
 from sandcheck.reports.results import Check, Metric, Results, summarize
+from sandcheck.reports.spread import median_ratio, ratio_text
+from sandcheck.reports.verdict import check_anchor, verdict_html, verdict_markdown
 
 STATUS_RANK = {"skipped": 0, "passed": 1, "failed": 2, "error": 3}
 ICONS = {"passed": "✅", "failed": "❌", "skipped": "⏭", "error": "💥"}
@@ -28,6 +31,11 @@ REFERENCE = "runc"
 MIB = 1024 * 1024
 OUTPUT_LIMIT = 4000
 STATS = ("count", "min", "p05", "p50", "p95", "p99", "max")
+PLOT_MIN_SAMPLES = 3
+"""A metric with fewer samples per runtime than this gets a table row, not a plot."""
+PLOT_FIRST = ("startup_total_seconds", "startup_cri_sandbox_to_container_seconds",
+              "pss_per_pod_bytes", "startup_first_exec_seconds")
+"""The plots a reader looks for first: the start and the memory of each runtime."""
 
 
 def write_reports(results: Results, report_dir: Path) -> list[Path]:
@@ -102,11 +110,14 @@ def ratio(value: float, reference: float) -> float:
     return value / reference if finite(value) and finite(reference) and reference > 0 else math.nan
 
 
-def ratio_to_reference(results: Results, metric: Metric, statistic: str = "p50") -> float:
+def spread_vs_reference(results: Results, metric: Metric) -> str:
+    """The median ratio to runc's with its bootstrap interval, or that it is within noise."""
     ref = results.metric(metric.name, REFERENCE)
+    if metric.runtime == REFERENCE:
+        return "reference"
     if ref is None:
-        return math.nan
-    return ratio(stats(metric).get(statistic, math.nan), stats(ref).get(statistic, math.nan))
+        return "n/a"
+    return ratio_text(median_ratio(metric.samples, ref.samples), REFERENCE)
 
 
 # ---- shaping the results ----
@@ -200,6 +211,14 @@ details>summary{cursor:pointer;padding:2px 0}
 .plots figure{margin:0;background:#fff;border:1px solid #d9dde5;padding:6px}
 .plots img{width:100%;height:auto;display:block}
 .muted{color:#7a8293}
+#verdict .verdict{background:#fff;border:1px solid #d9dde5;border-left:6px solid #3f9a57;
+ padding:7px 12px;margin:6px 0;font-size:15px}
+#verdict .v-failed{border-left-color:#9b1c1c}#verdict .v-skipped{border-left-color:#9aa3b2}
+#verdict .verdict b{display:inline-block;min-width:70px}
+#verdict .what{margin-right:14px}#verdict .cost{color:#3a4252;margin-right:14px}
+#verdict .cost:before{content:"· ";color:#9aa3b2}
+b.ok{color:#17602a}b.bad{color:#9b1c1c}
+details.env-all>summary h2{display:inline-block;border:0;margin:24px 0 6px}
 """
 
 
@@ -217,9 +236,11 @@ def render_html(results: Results) -> str:
         "<h1>sandcheck report</h1>",
         f'<p class="sub">generated {stamp} · {len(results.checks)} checks · '
         f"{len(results.metrics)} metrics</p><p>{chips}</p>",
-        "<h2>Environment</h2>", env_table(results.environment),
-        conformance_html(results), failures_html(results), metrics_html(results),
-        plots_html(results), other_evidence_html(results), "</main></body></html>",
+        verdict_html(results), matrix_html(results),
+        conformance_html(results), failures_html(results), plots_html(results),
+        metrics_html(results), other_evidence_html(results),
+        "<details class=env-all><summary><h2>Environment</h2></summary>",
+        env_table(results.environment), "</details>", "</main></body></html>",
     ]
     return "\n".join(p for p in parts if p)
 
@@ -257,8 +278,11 @@ def conformance_html(results: Results) -> str:
             status = worst(checks)
             tip = "\n".join(f"{c.status}: {c.message}" if c.message else c.status for c in checks)
             more = f" ×{len(checks)}" if len(checks) > 1 else ""
-            tds.append(f'<td class="st s-{esc(status)}" title="{esc(tip)}">'
-                       f"{esc(status)}{more}</td>")
+            label = f"{esc(status)}{more}"
+            if status in ("failed", "error"):
+                bad = next(c for c in checks if c.status == status)
+                label = f'<a href="#{check_anchor(bad)}">{label}</a>'
+            tds.append(f'<td class="st s-{esc(status)}" title="{esc(tip)}">{label}</td>')
         rows.append(f"<tr><td><code>{esc(cid)}</code></td>{''.join(tds)}</tr>")
     foot = []
     for rt in columns:
@@ -314,17 +338,21 @@ def check_html(check: Check, open_: bool) -> str:
     body = (f'<div class="msg">{esc(check.message)}</div>' if check.message else "")
     meta = f'<p class="muted">{esc(check.nodeid)} · {num(check.duration_seconds)}s</p>'
     inner = f"{body}{meta}{evidence_html(check.evidence)}"
-    if open_:
-        return f'<div class="check {esc(check.status)}"><h3>{esc(title)}</h3>{inner}</div>'
-    return (f'<details class="check {esc(check.status)}"><summary>{esc(title)}</summary>'
-            f"{inner}</details>")
+    if open_:  # a failure: its message in the summary line, its evidence one click away
+        first = check.message.strip().split("\n", 1)[0][:160]
+        return (f'<details class="check {esc(check.status)}" id="{check_anchor(check)}">'
+                f"<summary><b>{esc(title)}</b>{': ' + esc(first) if first else ''}"
+                f"</summary>{inner}</details>")
+    return (f'<details class="check {esc(check.status)}" id="{check_anchor(check)}">'
+            f"<summary>{esc(title)}</summary>{inner}</details>")
 
 
 def failures_html(results: Results) -> str:
     bad = problems(results)
     if not bad:
         return ""
-    return "<h2>Failures and errors</h2>" + "".join(check_html(c, open_=True) for c in bad)
+    return ('<h2>Failures and errors</h2><p class="muted">Each with its evidence: click to '
+            'expand.</p>' + "".join(check_html(c, open_=True) for c in bad))
 
 
 def other_evidence_html(results: Results) -> str:
@@ -348,16 +376,14 @@ def metrics_html(results: Results) -> str:
         has_ref = any(m.runtime == REFERENCE for m in metrics)
         head = "".join(f'<th class="num">{s}</th>' for s in (*STATS, "failures"))
         if has_ref:
-            head += f'<th class="num">p50 × {REFERENCE}</th>'
+            head += f"<th>median vs {REFERENCE} (95% CI)</th>"
         rows = []
         for m, s in zip(metrics, summaries, strict=True):
             cells = [f'<td class="num">{s.get("count", 0)}</td>']
             cells += [f'<td class="num">{num(s.get(k, math.nan) / div)}</td>' for k in STATS[1:]]
             cells.append(f'<td class="num">{m.failures}</td>')
             if has_ref:
-                r = ratio_to_reference(results, m)
-                cells.append(f'<td class="num">{num(r)}×</td>' if finite(r) else
-                             '<td class="num">n/a</td>')
+                cells.append(f"<td>{esc(spread_vs_reference(results, m))}</td>")
             rows.append(f"<tr><td>{esc(runtime_label(m))}</td>{''.join(cells)}</tr>")
         unit = f" ({esc(label)})" if label else ""
         parts.append(f"<h3><code>{esc(name)}</code>{unit}</h3><table><thead><tr>"
@@ -368,8 +394,13 @@ def metrics_html(results: Results) -> str:
 def plots_html(results: Results) -> str:
     figures = []
     colors = palette(runtime_columns(results))
-    for name, metrics in metric_groups(results).items():
+    groups = metric_groups(results)
+    for name in sorted(groups, key=lambda n: (PLOT_FIRST.index(n) if n in PLOT_FIRST
+                                              else len(PLOT_FIRST))):
+        metrics = groups[name]
         kind = unit_kind(metrics[0])
+        if max(len(m.samples) for m in metrics) < PLOT_MIN_SAMPLES:
+            continue  # one number per runtime: the table says it
         if kind == "seconds" and name.endswith("_seconds"):
             png = seconds_plot(name, metrics, colors)
         elif kind == "bytes" and name.endswith("_bytes"):
@@ -475,9 +506,11 @@ def render_markdown(results: Results) -> str:
     env = results.environment
     facts = [f"{k} `{md_cell(env[k], 60)}`" for k in ("backend", "backend_level", "host_kernel")
              if k in env]
+    lines += ["", *verdict_markdown(results), *matrix_markdown(results),
+              *md_conformance(results), *md_failures(results), *md_metrics(results)]
     if facts:
-        lines += ["", " · ".join(facts)]
-    lines += ["", *md_conformance(results), *md_metrics(results), *md_failures(results)]
+        lines += ["## Environment", "", " · ".join(facts), "",
+                  "(the whole environment is in results.json and report.html)"]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -506,18 +539,17 @@ def md_metrics(results: Results) -> list[str]:
     groups = metric_groups(results)
     if not groups:
         return []
-    out = ["## Metrics", "", f"| metric | runtime | n | p50 | p95 | p50 × {REFERENCE} | failures |",
-           "|---|---|--:|--:|--:|--:|--:|"]
+    out = ["## Metrics", "", f"| metric | runtime | n | p50 | p95 | median vs {REFERENCE} "
+           "(95% CI) | failures |", "|---|---|--:|--:|--:|---|--:|"]
     for name, metrics in groups.items():
         kind = unit_kind(metrics[0])
         for m in metrics:
             s = stats(m)
             label, div = scale(kind, [s.get("p50", math.nan), s.get("p95", math.nan)], m.unit)
-            r = ratio_to_reference(results, m)
             out.append(f"| `{name}` | {md_cell(runtime_label(m))} | {s.get('count', 0)} | "
                        f"{with_unit(s.get('p50', math.nan), label, div)} | "
                        f"{with_unit(s.get('p95', math.nan), label, div)} | "
-                       f"{num(r) + '×' if finite(r) else '—'} | {m.failures} |")
+                       f"{md_cell(spread_vs_reference(results, m))} | {m.failures} |")
     return out + [""]
 
 

@@ -26,6 +26,9 @@ class Check:
     message: str = ""
     nodeid: str = ""
     duration_seconds: float = 0.0
+    node: str | None = None
+    """The node the check's pods were pinned to (``--nodes``); None: the scheduler chose.
+    A field with a default, so results.json files written before it still read."""
 
 
 def percentile(sorted_samples: list[float], q: float) -> float:

@@ -32,21 +32,36 @@ def screenshot(html: Path, png: Path, width: int = 1280, height: int = 2400) -> 
         raise UserError(f"no such HTML file: {html}")
     png.parent.mkdir(parents=True, exist_ok=True)
     png.unlink(missing_ok=True)
-    with tempfile.TemporaryDirectory(prefix="sandcheck-chromium-") as profile:
-        argv = [find_browser(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                "--no-first-run", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--hide-scrollbars",
-                f"--user-data-dir={profile}", f"--screenshot={png}",
-                f"--window-size={width},{height}", html.as_uri()]
-        try:
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT_SECONDS)
-        except subprocess.TimeoutExpired as exc:
-            raise UserError(f"chromium did not finish the screenshot within "
-                            f"{TIMEOUT_SECONDS}s: {argv[0]}") from exc
+    proc = _chromium(html, width, height, f"--screenshot={png}")
     if not png.is_file():
         tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
         raise UserError(f"chromium exited {proc.returncode} without writing {png}: {tail}")
     return png
+
+
+def dump_dom(html: Path, width: int = 1280, height: int = 900) -> str:
+    """The page's DOM after load and its scripts ran, laid out in a ``width`` x ``height``
+    window (a test injects a script that writes element sizes into the page)."""
+    html = Path(html).resolve()
+    proc = _chromium(html, width, height, "--dump-dom")
+    if proc.returncode != 0 or not proc.stdout:
+        tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
+        raise UserError(f"chromium exited {proc.returncode} without a DOM of {html}: {tail}")
+    return proc.stdout
+
+
+def _chromium(html: Path, width: int, height: int, action: str) -> subprocess.CompletedProcess:
+    with tempfile.TemporaryDirectory(prefix="sandcheck-chromium-") as profile:
+        argv = [find_browser(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+                f"--user-data-dir={profile}", action, f"--window-size={width},{height}",
+                html.as_uri()]
+        try:
+            return subprocess.run(argv, capture_output=True, text=True, timeout=TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired as exc:
+            raise UserError(f"chromium did not finish ({action}) within "
+                            f"{TIMEOUT_SECONDS}s: {argv[0]}") from exc
 
 
 if __name__ == "__main__":

@@ -32,6 +32,9 @@ PACKAGES = {
 LAYERS = {"sandcheck": 0, "sandcheck.clusters": 1, "sandcheck.reports": 2,
           "sandcheck.fixtures": 3, "sandcheck.suites": 4}
 CLI = "sandcheck.clusters.cli"
+COMMANDS = (CLI, "sandcheck.clusters.certify")
+"""The command layer: `sandcheck run` and `sandcheck certify` run the bundled suites and
+write reports, so these two modules may import reports and suites (never fixtures)."""
 CLI_MAY_IMPORT = ("sandcheck.reports", "sandcheck.suites")
 
 
@@ -230,7 +233,7 @@ def test_imports_run_downward():
         src, dst = layer_of(e.source), layer_of(e.target)
         if LAYERS[dst] <= LAYERS[src]:
             continue
-        if e.source == CLI and dst in CLI_MAY_IMPORT:
+        if e.source in COMMANDS and dst in CLI_MAY_IMPORT:
             continue
         bad.append(f"  {e.source} ({src}) -> {e.target} ({dst}) at {e.where()}")
     assert not bad, "imports that run upward:\n" + "\n".join(bad)

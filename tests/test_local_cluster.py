@@ -27,7 +27,6 @@ from sandcheck.clusters.backends.base import (
 from sandcheck.clusters.backends.kube import (
     exit_code_from_status,
     namespace_for,
-    phase_times,
     pod_manifest,
 )
 from sandcheck.clusters.backends.local import binaries, kubelet
@@ -286,27 +285,6 @@ def test_exit_code_from_status():
                "message": "exec: \"nope\": executable file not found"}
     assert exit_code_from_status(json.dumps(not_run)) is None
     assert exit_code_from_status("") is None
-
-
-def test_phase_times_from_pod_timestamps():
-    pod = {
-        "metadata": {"creationTimestamp": "2026-11-25T10:00:00Z"},
-        "status": {
-            "conditions": [
-                {"type": "PodScheduled", "lastTransitionTime": "2026-11-25T10:00:01Z"},
-                {"type": "Initialized", "lastTransitionTime": "2026-11-25T10:00:01Z"},
-                {"type": "ContainersReady", "lastTransitionTime": "2026-11-25T10:00:04Z"},
-            ],
-            "containerStatuses": [{"state": {"running": {"startedAt": "2026-11-25T10:00:03Z"}}}],
-        },
-    }
-    times = phase_times(pod, wall_seconds=4.25)
-    assert times.phases == {"created_to_scheduled_seconds": 1.0,
-                            "scheduled_to_initialized_seconds": 0.0,
-                            "initialized_to_started_seconds": 2.0,
-                            "started_to_ready_seconds": 1.0}
-    assert times.total() == 4.25
-    assert times.timestamps["started"].startswith("2026-11-25T10:00:03")
 
 
 def test_namespace_for_is_a_dns_label():

@@ -134,6 +134,11 @@ class PhaseTimes:
     def total(self) -> float:
         return sum(self.phases.values())
 
+    def against_runtime_clock(self, inspect: dict[str, Any]) -> dict[str, float]:
+        """Phases between the harness's clock and the runtime's own timestamps (CRI inspect
+        data), for backends whose pods' starts are timed through an API; none here."""
+        return {}
+
 
 @dataclass
 class BackendSettings:

@@ -4,7 +4,9 @@ kubeconfig backends share.
 One namespace per backend run (``sandcheck-<run id>``, labelled with the run id), pods
 made from a PodSpec with the probe image and ``imagePullPolicy: Never``, waits bounded by
 monotonic deadlines, exec through the API's exec subresource, and a failure that carries
-the pod's events, ``kubectl describe`` and the backend's component log tails.
+the pod's events, ``kubectl describe`` and the backend's component log tails. A pod's start
+is timed through a watch opened before the create call (``podwatch``, ``starttimes``):
+never from the pod's whole-second condition timestamps.
 """
 
 from __future__ import annotations
@@ -13,7 +15,6 @@ import datetime as dt
 import shutil
 import subprocess
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,13 @@ from sandcheck.clusters.backends.base import (
     Refused,
     unique_name,
 )
+from sandcheck.clusters.backends.podwatch import PodWatch
+from sandcheck.clusters.backends.starttimes import (
+    WatchedStart,
+    event_marks,
+    is_running,
+    watched_start,
+)
 from sandcheck.clusters.catalog import Runtime
 from sandcheck.clusters.containerd.images import PROBE_IMAGE
 from sandcheck.clusters.errors import ComponentError, UserError
@@ -34,7 +42,6 @@ from sandcheck.clusters.progress import Progress, quiet
 from sandcheck.clusters.runtimeclass import MANAGED_LABEL, runtime_class
 from sandcheck.clusters.timeouts import TIMEOUTS, wait_until
 
-POLL_SECONDS = 0.1
 EVENTS_EVERY_SECONDS = 1.0
 
 # Sandbox failures that retrying cannot fix: the node has no such handler.
@@ -108,58 +115,6 @@ def pod_manifest(spec: PodSpec, name: str, namespace: str, run_id: str,
     }
 
 
-def _parse_time(value: Any) -> dt.datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, dt.datetime):
-        return value
-    try:
-        return dt.datetime.fromisoformat(str(value).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
-@dataclass
-class KubePhaseTimes(PhaseTimes):
-    """Phases from the pod's own timestamps (the API's one-second resolution);
-    ``total()`` is the monotonic time from the create call to Running."""
-
-    wall_seconds: float = 0.0
-    timestamps: dict[str, str] = field(default_factory=dict)
-
-    def total(self) -> float:
-        return self.wall_seconds
-
-
-def phase_times(pod: dict[str, Any], wall_seconds: float) -> KubePhaseTimes:
-    """Consecutive phases from creationTimestamp, PodScheduled, Initialized, the
-    container's running.startedAt and ContainersReady (pure: works on the pod dict)."""
-    meta = pod.get("metadata") or {}
-    status = pod.get("status") or {}
-    marks: list[tuple[str, dt.datetime | None]] = [
-        ("created", _parse_time(meta.get("creationTimestamp")))]
-    conds = {c.get("type"): c for c in status.get("conditions") or []}
-    for key, ctype in (("scheduled", "PodScheduled"), ("initialized", "Initialized")):
-        marks.append((key, _parse_time((conds.get(ctype) or {}).get("lastTransitionTime"))))
-    started = None
-    for cs in status.get("containerStatuses") or []:
-        running = ((cs.get("state") or {}).get("running") or {})
-        started = _parse_time(running.get("startedAt")) or started
-    marks.append(("started", started))
-    marks.append(("ready", _parse_time((conds.get("ContainersReady") or {})
-                                       .get("lastTransitionTime"))))
-    times = KubePhaseTimes(wall_seconds=wall_seconds)
-    times.timestamps = {k: v.isoformat() for k, v in marks if v is not None}
-    prev_name, prev = marks[0]
-    for name, when in marks[1:]:
-        if when is None or prev is None:
-            continue
-        times.phases[f"{prev_name}_to_{name}_seconds"] = max(0.0,
-                                                             (when - prev).total_seconds())
-        prev_name, prev = name, when
-    return times
-
-
 class KubePod:
     """A pod with one probe container, reached through the API."""
 
@@ -168,7 +123,7 @@ class KubePod:
         self.spec = spec
         self.name = name
         self.namespace = namespace
-        self.timings: PhaseTimes = KubePhaseTimes()
+        self.timings: PhaseTimes = WatchedStart()
         self.uid: str | None = None
         self.node_name: str | None = None
 
@@ -404,53 +359,60 @@ class KubeCluster:
         name = unique_name(spec.name_prefix)
         pod = KubePod(self, spec, name, namespace)
         body = pod_manifest(spec, name, namespace, self.run_id, self.image_ref)
-        start = time.monotonic()
-        try:
-            created = self.core.create_namespaced_pod(namespace, body,
-                                                      _request_timeout=TIMEOUTS.api_call)
-        except ApiException as exc:
-            raise ComponentError(f"the API refused pod {name} "
-                                 f"(runtimeClassName {body['spec']['runtimeClassName']}): "
-                                 f"{exc.status} {exc.reason}: {_api_message(exc)}") from None
-        pod.uid = created.metadata.uid
-        try:
-            data = self._wait_running(pod, start, TIMEOUTS.pod_start)
-        except BaseException:
-            self.delete_pod(pod, wait=False)
-            raise
-        pod.timings = phase_times(data, time.monotonic() - start)
-        pod.node_name = (data.get("spec") or {}).get("nodeName")
+        with PodWatch(self.core, namespace, name, TIMEOUTS.pod_start) as watch:
+            start, anchor = time.monotonic(), time.time_ns()
+            try:
+                created = self.core.create_namespaced_pod(namespace, body,
+                                                          _request_timeout=TIMEOUTS.api_call)
+            except ApiException as exc:
+                raise ComponentError(f"the API refused pod {name} "
+                                     f"(runtimeClassName {body['spec']['runtimeClassName']}): "
+                                     f"{exc.status} {exc.reason}: {_api_message(exc)}") from None
+            pod.uid = created.metadata.uid
+            try:
+                arrivals = self._wait_running(pod, watch, start, TIMEOUTS.pod_start)
+            except BaseException:
+                self.delete_pod(pod, wait=False)
+                raise
+        pod.timings = watched_start(arrivals, anchor)
+        pod.timings.marks += event_marks(self._event_dicts(name, namespace), pod.timings)
+        pod.timings.marks.sort(key=lambda m: m.seconds)
+        pod.node_name = (arrivals[-1][1].get("spec") or {}).get("nodeName")
         return pod
 
-    def _wait_running(self, pod: KubePod, start: float, timeout: float) -> dict[str, Any]:
-        """Poll the pod until its containers run; a state that cannot lead there (the
-        node lacks the handler, the image is absent) ends the wait at once."""
-        next_events = [start + EVENTS_EVERY_SECONDS]
-        last: dict[str, Any] = {}
-
-        def running() -> dict[str, Any] | None:
-            data = self.read_pod(pod.name, pod.namespace)
-            last["phase"] = (data.get("status") or {}).get("phase")
-            status = data.get("status") or {}
-            if status.get("phase") == "Running" and _containers_running(status):
-                return data
-            problem = _fatal_problem(status)
-            if problem is None and time.monotonic() >= next_events[0]:
-                next_events[0] = time.monotonic() + EVENTS_EVERY_SECONDS
+    def _wait_running(self, pod: KubePod, watch: PodWatch, start: float, timeout: float
+                      ) -> list[tuple[float, dict[str, Any]]]:
+        """The watch's arrivals (seconds after ``start``, pod) up to the first that shows
+        the containers running; a state that cannot lead there (the node lacks the
+        handler, the image is absent) ends the wait at once, as does the deadline."""
+        deadline = start + timeout
+        next_events = start + EVENTS_EVERY_SECONDS
+        arrivals: list[tuple[float, dict[str, Any]]] = []
+        while True:
+            now = time.monotonic()
+            if now >= deadline:
+                phase = ((arrivals[-1][1] if arrivals else {}).get("status") or {}).get("phase")
+                raise ComponentError(
+                    f"timed out after {timeout:.0f}s waiting for pod {pod.namespace}/{pod.name} "
+                    f"({pod.spec.runtime.name}) to run: phase {phase}\n"
+                    + self.pod_diagnostics(pod.name, pod.namespace, pod.spec.runtime.name))
+            item = watch.next(min(EVENTS_EVERY_SECONDS, deadline - now))
+            problem = None
+            if item is not None and item[1] in ("ADDED", "MODIFIED"):
+                arrivals.append((item[0] - start, item[2]))
+                if is_running(item[2]):
+                    return arrivals
+                problem = _fatal_problem(item[2].get("status") or {})
+            elif item is not None and item[1] == "DELETED":
+                problem = "the pod was deleted before it ran"
+            if problem is None and time.monotonic() >= next_events:
+                next_events = time.monotonic() + EVENTS_EVERY_SECONDS
                 problem = self._handler_problem(pod)
             if problem is not None:
                 raise ComponentError(f"pod {pod.namespace}/{pod.name} "
                                      f"({pod.spec.runtime.name}) cannot start: {problem}\n"
                                      + self.pod_diagnostics(pod.name, pod.namespace,
                                                             pod.spec.runtime.name))
-            return None
-
-        return wait_until(
-            running, max(0.0, start + timeout - time.monotonic()),
-            f"pod {pod.namespace}/{pod.name} ({pod.spec.runtime.name}) to run",
-            interval=POLL_SECONDS,
-            state=lambda: f"phase {last.get('phase')}\n" + self.pod_diagnostics(
-                pod.name, pod.namespace, pod.spec.runtime.name))
 
     def _handler_problem(self, pod: KubePod) -> str | None:
         """A FailedCreatePodSandBox event that says the node lacks the handler."""
@@ -559,6 +521,10 @@ class KubeCluster:
         return []
 
     # -- evidence ---------------------------------------------------------------------------
+
+    def _event_dicts(self, name: str, namespace: str) -> list[dict[str, Any]]:
+        return [self.api_client.sanitize_for_serialization(ev)
+                for ev in self._events(name, namespace)]
 
     def _events(self, name: str, namespace: str) -> list:
         try:
@@ -720,11 +686,6 @@ def status_message(text: Any) -> str:
         return json.loads(text).get("message") or str(text)
     except (TypeError, ValueError, AttributeError):
         return str(text)
-
-
-def _containers_running(status: dict[str, Any]) -> bool:
-    statuses = status.get("containerStatuses") or []
-    return bool(statuses) and all((cs.get("state") or {}).get("running") for cs in statuses)
 
 
 def _fatal_problem(status: dict[str, Any]) -> str | None:

@@ -40,6 +40,16 @@ def _ratio(a: float | None, b: float | None) -> str:
     return f"{a / b:.2f}x" if a is not None and b else "n/a"
 
 
+COMPARES = {
+    "crictl": "the suite's CRI start against the same CRI calls made by bare crictl on the same "
+              "containerd: the harness's own cost (node backend; on Kubernetes backends kubelet "
+              "kills sandboxes made behind its back, so there is no such comparison there)",
+    "docker_cli": "the suite's Docker-engine start against the same engine calls made by the "
+                  "docker CLI alone: the harness's own cost (docker backend)",
+}
+"""What each comparison measures, printed beside its numbers."""
+
+
 def _tool_alone(backend):
     """The backend's own tool for a start: (its name, the calls of a start, the calls that
     remove it, one iteration); skips when the backend offers no such tool."""
@@ -90,6 +100,7 @@ def test_harness_overhead(runtime, bench, backend, perf_options, record_metric, 
             f"{_fmt(_p50(tool_start))}, suite reported {_fmt(_p50(reported))} "
             f"({_ratio(_p50(reported), _p50(tool_start))} of {shown}), suite wall "
             f"{_fmt(_p50(wall))} ({_ratio(_p50(wall), _p50(tool_start))} of {shown})")
+    evidence.add(f"what this compares: {COMPARES[tool]}")
     evidence.add(line, {f"{tool}_p50_ms_per_call": per_call,
                         f"{tool}_ms": [{k: round(v * 1000, 1) for k, v in r.items()}
                                        for r in tool_rows],

@@ -9,6 +9,16 @@
 * kubelet refuses 127.0.0.1 as its node IP, so the node reports the host's InternalIP and
   the Hostname NODE_NAME; kubelet listens on 127.0.0.1 only, and the API server reaches it
   by that Hostname through an /etc/hosts bind-mounted in its own mount namespace.
+* kubelet keeps its generic PLEG (a one-second relist; not configurable). After a pod
+  worker's SyncPod it waits for a PLEG cache entry newer than the sync's end
+  (pkg/kubelet/pod_workers.go: GetNewerThan(lastSyncTime)), so a pod shows Running at
+  the first relist after its container started: up to a second later, whatever the
+  runtime. The EventedPLEG gate makes that worse with containerd 1.7.35 (which does
+  implement GetContainerEvents): the cache entries it writes carry the event's creation
+  time, earlier than the sync's end, so the worker waits for the 5-second global cache
+  refresh (measured: every pod Running 5.0-5.2 s after creation instead of about 1 s).
+  Start figures therefore time the runtime by containerd's own clock (see
+  backends/starttimes.py), and report the API's Running beside them.
 """
 
 from __future__ import annotations

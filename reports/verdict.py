@@ -1,0 +1,190 @@
+"""The report's first lines: one verdict per runtime, then whether the start figure shows
+the runtime (the Kubernetes start next to the CRI start of the same pods).
+
+A reader opens a report to learn which runtimes isolate and what each costs next to runc;
+those answers come first, each failing check named with a link to its evidence, each cost
+with the spread of its ratio to runc. The conformance matrix, plots, tables and the
+environment follow in render.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import statistics
+from dataclasses import dataclass, field
+
+from sandcheck.reports.results import Check, Results
+from sandcheck.reports.spread import NOTHING, Spread, median_ratio, ratio_text
+from sandcheck.reports.startcompare import CRI_START, HEADLINE, compare_starts
+
+REFERENCE = "runc"
+MEMORY = "pss_per_pod_bytes"
+MIB = 1024 * 1024
+BAD = ("failed", "error")
+
+
+def check_anchor(check: Check) -> str:
+    """The HTML id of a check's evidence (verdict lines link to it)."""
+    key = f"{check.id}-{check.runtime or 'any'}-{getattr(check, 'node', None) or ''}"
+    return "check-" + re.sub(r"[^a-z0-9]+", "-", key.lower()).strip("-")
+
+
+@dataclass
+class Cost:
+    median: float | None = None
+    count: int = 0
+    ratio: Spread = NOTHING
+
+
+@dataclass
+class RuntimeVerdict:
+    runtime: str
+    checks: list[Check] = field(default_factory=list)
+    startup: Cost = field(default_factory=Cost)
+    memory: Cost = field(default_factory=Cost)
+
+    @property
+    def failed(self) -> list[Check]:
+        return [c for c in self.checks if c.status in BAD]
+
+    @property
+    def passed(self) -> int:
+        return sum(c.status == "passed" for c in self.checks)
+
+    @property
+    def skipped(self) -> int:
+        return sum(c.status == "skipped" for c in self.checks)
+
+    @property
+    def status(self) -> str:
+        if self.failed:
+            return "failed"
+        return "passed" if self.passed else "skipped"
+
+    def checks_text(self) -> str:
+        if not self.checks:
+            return "no checks run"
+        if self.failed:
+            return f"{len(self.failed)} of {len(self.checks)} checks failed"
+        skipped = f", {self.skipped} skipped" if self.skipped else ""
+        counted = f"{self.passed} of {len(self.checks)} checks passed{skipped}"
+        if any(c.id.startswith("isolation.") for c in self.checks):
+            return f"isolates as expected: {counted}"
+        return counted
+
+
+def _cost(results: Results, name: str, runtime: str) -> Cost:
+    metric = results.metric(name, runtime)
+    if metric is None or not metric.samples:
+        return Cost()
+    cost = Cost(statistics.median(metric.samples), len(metric.samples))
+    ref = results.metric(name, REFERENCE)
+    if runtime != REFERENCE and ref is not None and ref.samples:
+        cost.ratio = median_ratio(metric.samples, ref.samples)
+    return cost
+
+
+def runtime_verdicts(results: Results) -> list[RuntimeVerdict]:
+    names = results.runtimes()
+    if REFERENCE in names:
+        names = [REFERENCE] + [n for n in names if n != REFERENCE]
+    return [RuntimeVerdict(rt, [c for c in results.checks if c.runtime == rt],
+                           _cost(results, HEADLINE, rt), _cost(results, MEMORY, rt))
+            for rt in names]
+
+
+def cost_text(cost: Cost, runtime: str, unit: str) -> str:
+    if cost.median is None:
+        return ""
+    value = f"{cost.median:.3f} s" if unit == "s" else f"{cost.median / MIB:.1f} MiB"
+    if runtime == REFERENCE:
+        return f"{value} (reference)"
+    return f"{value}, {ratio_text(cost.ratio)}"
+
+
+def _costs(v: RuntimeVerdict) -> list[str]:
+    parts = []
+    start = cost_text(v.startup, v.runtime, "s")
+    if start:
+        parts.append(f"start {start}")
+    memory = cost_text(v.memory, v.runtime, "MiB")
+    if memory:
+        parts.append(f"memory per pod (PSS) {memory}")
+    return parts
+
+
+# ---- HTML ----
+
+def verdict_html(results: Results) -> str:
+    lines = []
+    for v in runtime_verdicts(results):
+        failed = ", ".join(f'<a href="#{check_anchor(c)}"><code>{html.escape(c.id)}</code></a>'
+                           for c in v.failed)
+        text = html.escape(v.checks_text()) + (f": {failed}" if failed else "")
+        costs = "".join(f'<span class="cost">{html.escape(c)}</span>' for c in _costs(v))
+        lines.append(f'<div class="verdict v-{v.status}"><b>{html.escape(v.runtime)}</b>'
+                     f'<span class="what">{text}</span>{costs}</div>')
+    if not lines:
+        return ""
+    return ('<section id="verdict"><h2>Verdict</h2>' + "".join(lines) + "</section>"
+            + start_comparison_html(results))
+
+
+def start_comparison_html(results: Results) -> str:
+    rows = compare_starts(results)
+    if not rows:
+        return ""
+    body = []
+    for c in rows:
+        mark = {True: '<b class="ok">follows the runtime</b>',
+                False: '<b class="bad">hides the runtime</b>', None: "n/a"}[c.follows]
+        body.append(
+            f"<tr><td>{html.escape(c.runtime)} − {REFERENCE}</td>"
+            f'<td class="num">{c.headline_diff.value * 1000:+.0f} ms</td>'
+            f'<td class="num">{c.cri_diff.value * 1000:+.0f} ms</td>'
+            f'<td class="num">{c.headline_ratio.value:.2f}×</td>'
+            f'<td class="num">{c.cri_ratio.value:.2f}×</td>'
+            f'<td class="num">{c.gap * 1000:+.0f} ms (±{c.tolerance * 1000:.0f})</td>'
+            f"<td>{mark}</td></tr>")
+    return ("<h3>Does the headline start show the runtime?</h3>"
+            f'<p class="muted">Difference of medians, same pods, same run: <code>{HEADLINE}'
+            f"</code> ({html.escape(headline_meaning(results))}) against "
+            f"<code>{CRI_START}</code> (containerd's own sandbox creation to container "
+            "start). The headline follows the runtime when the gap is within 25 % of the "
+            "CRI difference or 50 ms.</p>"
+            "<table><thead><tr><th>runtime</th><th class=num>Δ headline</th>"
+            "<th class=num>Δ CRI</th><th class=num>headline ratio</th>"
+            "<th class=num>CRI ratio</th><th class=num>gap (tolerance)</th><th></th></tr>"
+            f"</thead><tbody>{''.join(body)}</tbody></table>")
+
+
+def headline_meaning(results: Results) -> str:
+    """What the headline start spans at the level the run's pods were made."""
+    if results.environment.get("backend_level") == "Kubernetes":
+        return ("create call to the container's start by containerd's clock, plus the first "
+                "exec; kubelet reports Running only at its next 1 s relist, shown beside it "
+                "as startup_scheduled_to_running_seconds")
+    return "the backend's own start calls (CRI runp, create, start), plus the first exec"
+
+
+# ---- Markdown ----
+
+ICON = {"passed": "✅", "failed": "❌", "skipped": "⏭"}
+
+
+def verdict_markdown(results: Results) -> list[str]:
+    out = []
+    for v in runtime_verdicts(results):
+        failed = ", ".join(f"`{c.id}`" for c in v.failed)
+        text = v.checks_text() + (f": {failed}" if failed else "")
+        out.append(f"- {ICON[v.status]} **{v.runtime}**: " + " · ".join([text, *_costs(v)]))
+    if not out:
+        return []
+    out = ["## Verdict", "", *out, ""]
+    rows = compare_starts(results)
+    if rows:
+        out += ["**Does the headline start show the runtime?** (difference of medians, "
+                f"same pods: `{HEADLINE}` vs `{CRI_START}`)", ""]
+        out += [f"- {c.sentence()}" for c in rows] + [""]
+    return out

@@ -1,0 +1,77 @@
+"""The report's first screen: verdict lines, the start figure set against the CRI start,
+ratios with their spread and "within noise" (pure logic, real rendering)."""
+
+from __future__ import annotations
+
+import re
+
+from sandcheck.reports.render import render_html, render_markdown
+from sandcheck.reports.results import Check, Metric, Results
+from sandcheck.reports.spread import median_difference, median_ratio, ratio_text
+from sandcheck.reports.startcompare import CRI_START, HEADLINE, compare_starts
+
+MIB = 1024 * 1024
+
+
+def around(center: float, n: int = 10, width: float = 0.1) -> list[float]:
+    return [center * (1 - width + 2 * width * i / (n - 1)) for i in range(n)]
+
+
+def results(headline_runsc: float = 0.62) -> Results:
+    return Results(
+        environment={"backend": "local", "backend_level": "Kubernetes"},
+        checks=[Check("isolation.kernel", "runc", "passed"),
+                Check("isolation.kernel", "runsc", "failed", message="same kernel as node",
+                      evidence=[{"what": "uname -r", "output": "6.1.0"}])],
+        metrics=[Metric(HEADLINE, "runc", "seconds", around(0.32)),
+                 Metric(HEADLINE, "runsc", "seconds", around(headline_runsc)),
+                 Metric(CRI_START, "runc", "seconds", around(0.25)),
+                 Metric(CRI_START, "runsc", "seconds", around(0.55)),
+                 Metric("pss_per_pod_bytes", "runc", "bytes", around(8 * MIB, 4)),
+                 Metric("pss_per_pod_bytes", "runsc", "bytes", around(52 * MIB, 4)),
+                 Metric("burst_wall_seconds", "runc", "seconds", [1.1]),
+                 Metric("burst_wall_seconds", "runsc", "seconds", [1.3])])
+
+
+def test_a_difference_inside_the_noise_says_so():
+    same = median_ratio(around(1.0), around(1.01))
+    assert same.within_noise and "within noise" in ratio_text(same)
+    slower = median_ratio(around(2.0), around(1.0))
+    assert not slower.within_noise and ratio_text(slower).startswith("2.00× runc (95% CI")
+    diff = median_difference(around(0.6), around(0.3))
+    assert diff.low < 0.3 < diff.high and diff.low > 0
+
+
+def test_headline_follows_the_runtime_within_tolerance():
+    (ok,) = compare_starts(results(0.62))  # +300 ms headline, +300 ms CRI
+    assert ok.follows and abs(ok.gap) < 0.01 and round(ok.tolerance, 6) == 0.075
+    (hidden,) = compare_starts(results(0.33))  # the figure a 1 s relist would give
+    assert hidden.follows is False
+    assert "does NOT follow" in hidden.sentence() and "+10 ms" in hidden.sentence()
+
+
+def test_html_opens_with_verdict_lines_that_link_failed_checks_to_their_evidence():
+    page = render_html(results())
+    verdict, matrix = page.index('id="verdict"'), page.index("<h2>Conformance</h2>")
+    plots, tables = page.index("<h2>Plots</h2>"), page.index("<h2>Metrics</h2>")
+    environment = page.index("<h2>Environment</h2>")
+    assert verdict < matrix < plots < tables < environment
+    assert "<details class=env-all>" in page
+    anchor = re.search(r'href="#(check-isolation-kernel-runsc[^"]*)"', page).group(1)
+    assert f'<details class="check failed" id="{anchor}">' in page
+    line = page[verdict:matrix]
+    assert "runsc" in line and "1 of 1 checks failed" in line
+    assert "1.94× runc (95% CI" in line and "6.50× runc (95% CI" in line
+    assert "Does the headline start show the runtime?" in line and "follows the runtime" in line
+
+
+def test_plots_only_for_metrics_with_several_samples():
+    page = render_html(results())
+    assert 'alt="burst_wall_seconds"' not in page and f'alt="{HEADLINE}"' in page
+
+
+def test_summary_md_gives_the_verdict_first_and_both_differences():
+    md = render_markdown(results())
+    assert md.index("## Verdict") < md.index("## Conformance") < md.index("## Metrics")
+    assert "- ❌ **runsc**: 1 of 1 checks failed: `isolation.kernel`" in md
+    assert "runsc − runc: headline start +300 ms (1.94×), CRI-level start +300 ms (2.20×)" in md
