@@ -15,6 +15,7 @@ import datetime as dt
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from sandcheck.clusters.backends.base import (
     Refused,
     unique_name,
 )
+from sandcheck.clusters.backends.fleet import node_fingerprint
 from sandcheck.clusters.backends.podwatch import PodWatch
 from sandcheck.clusters.backends.starttimes import (
     WatchedStart,
@@ -158,6 +160,8 @@ class KubeCluster:
     name = "kubernetes"
     level = "Kubernetes"
     capabilities = frozenset({Capability.KUBERNETES_API})
+    step_label = "cluster"
+    """How bring-up progress lines name this backend."""
 
     def __init__(self, runtimes: list[Runtime], run_id: str, image_ref: str = PROBE_IMAGE,
                  progress: Progress = quiet):
@@ -176,6 +180,25 @@ class KubeCluster:
         """Handler -> why pods of its class cannot start on this cluster."""
         self.created_runtime_classes: list[str] = []
         self._namespace_ready = False
+        self.timings: dict[str, float] = {}
+        """Bring-up step -> monotonic seconds (``_step``), for the environment."""
+
+    def _step(self, timing: str, step: Callable[[], object]) -> None:
+        """Run one bring-up step, record its monotonic seconds and report them."""
+        mark = time.monotonic()
+        step()
+        self.timings[timing] = time.monotonic() - mark
+        self.progress(f"{self.step_label}: {timing.removesuffix('_seconds').replace('_', ' ')} "
+                      f"in {self.timings[timing]:.1f}s")
+
+    def nodes_fingerprint(self) -> list[dict[str, Any]] | str:
+        """Every node's name and what its status says of it; the error text (evidence
+        only) when the API cannot list them."""
+        try:
+            items = self.core.list_node(_request_timeout=TIMEOUTS.api_call).items
+        except Exception as exc:
+            return f"not readable: {exc}"
+        return [{"name": n.metadata.name, **node_fingerprint(n)} for n in items]
 
     # -- API access -----------------------------------------------------------------------
 

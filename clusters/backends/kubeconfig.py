@@ -87,15 +87,7 @@ class ExistingCluster(KubeCluster):
             "handlers_verified": dict(self.verified),
             "handlers_missing": dict(self.missing_handlers),
         }
-        try:
-            nodes = self.core.list_node(_request_timeout=TIMEOUTS.api_call).items
-            env["nodes"] = [{"name": n.metadata.name,
-                             "kubelet": n.status.node_info.kubelet_version,
-                             "container_runtime": n.status.node_info.container_runtime_version,
-                             "kernel": n.status.node_info.kernel_version,
-                             "os_image": n.status.node_info.os_image} for n in nodes]
-        except Exception as exc:
-            env["nodes"] = f"not readable: {exc}"
+        env["nodes"] = self.nodes_fingerprint()
         return env
 
     def stop(self) -> None:

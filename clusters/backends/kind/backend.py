@@ -68,6 +68,7 @@ def kind_config(workers: int, own_image: bool, runtimes: list[Runtime]) -> dict[
 
 class KindCluster(KubeCluster):
     name = "kind"
+    step_label = "kind"
     level = "Kubernetes"
     # The nodes are containers of an engine on this host: their processes and cgroups are
     # this host's, their kernel is this host's; containerd is reached with crictl inside
@@ -95,7 +96,6 @@ class KindCluster(KubeCluster):
         self.kind: Kind | None = None
         self.plans: list[layout.NodePlan] = []
         self.installed: dict[str, list[str]] = {}
-        self.timings: dict[str, float] = {}
         self.created = False
         self._stopped = False
 
@@ -137,13 +137,6 @@ class KindCluster(KubeCluster):
         self.ensure_namespace()
         self._step("handler_check_seconds", self._check_handlers)
         self.timings["total_seconds"] = time.monotonic() - t0
-
-    def _step(self, timing: str, step: Callable[[], object]) -> None:
-        mark = time.monotonic()
-        step()
-        self.timings[timing] = time.monotonic() - mark
-        self.progress(f"kind: {timing.removesuffix('_seconds').replace('_', ' ')} in "
-                      f"{self.timings[timing]:.1f}s")
 
     def _create(self) -> None:
         own_image = self.node_image is None or self.node_image.startswith(f"{REPOSITORY}:")
@@ -285,14 +278,9 @@ class KindCluster(KubeCluster):
         try:
             env["engine"] = self.engine.docker("version", "--format", "{{.Server.Version}}",
                                                timeout=TIMEOUTS.api_call).stdout.strip()
-            nodes = self.core.list_node(_request_timeout=TIMEOUTS.api_call).items
-            env["nodes"] = [{"name": n.metadata.name,
-                             "kubelet": n.status.node_info.kubelet_version,
-                             "container_runtime": n.status.node_info.container_runtime_version,
-                             "kernel": n.status.node_info.kernel_version,
-                             "os_image": n.status.node_info.os_image} for n in nodes]
         except Exception as exc:  # evidence only
-            env["nodes"] = f"not readable: {exc}"
+            env["engine"] = f"not readable: {exc}"
+        env["nodes"] = self.nodes_fingerprint()
         return env
 
     # -- teardown ---------------------------------------------------------------------------

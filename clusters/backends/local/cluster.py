@@ -19,7 +19,6 @@ import os
 import platform
 import ssl
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +65,7 @@ STOP_ORDER = ("kubelet", "kube-scheduler", "kube-controller-manager", "kube-apis
 
 class LocalCluster(KubeCluster):
     name = "local"
+    step_label = "local cluster"
     level = "Kubernetes"
     # No CRI_DIRECT: kubelet owns this containerd, and its housekeeping kills every sandbox
     # made behind its back within seconds ("Clean up containers for orphaned pod we had
@@ -90,7 +90,6 @@ class LocalCluster(KubeCluster):
         self.ports: dict[str, int] = {}
         self.cgroup_root = cgroup_root(run_id)
         self.bins: dict[str, str] = {}
-        self.timings: dict[str, float] = {}
         self._logs_dir_existed = True
         self._stopped = False
 
@@ -129,14 +128,6 @@ class LocalCluster(KubeCluster):
         # Its default ServiceAccount comes from the controllers.
         self._step("namespace_seconds", self.ensure_namespace)
         self.timings["total_seconds"] = time.monotonic() - t0
-
-    def _step(self, timing: str, step: Callable[[], object]) -> None:
-        """Run one bring-up step, record its monotonic seconds and report them."""
-        mark = time.monotonic()
-        step()
-        self.timings[timing] = time.monotonic() - mark
-        self.progress(f"local cluster: {timing.removesuffix('_seconds').replace('_', ' ')} "
-                      f"in {self.timings[timing]:.1f}s")
 
     def _start_node(self) -> None:
         self.node.start()
