@@ -137,7 +137,7 @@ def cmd_catalog(args) -> int:
 def cmd_provision(args) -> int:
     from sandcheck.clusters.provision.install import provision
     provision(_catalog(args).select(args.runtimes), kubernetes=args.kubernetes,
-              docker=args.docker, kind=args.kind)
+              docker=args.docker, kind=args.kind, registry=args.registry)
     return 0
 
 
@@ -158,6 +158,30 @@ def cmd_backends(args) -> int:
         flags = " ".join(o.flag for o in entry.options)
         print(f"{entry.name}{default}: {entry.summary}\n    options: {flags or '-'}\n"
               f"    {state}")
+    return 0
+
+
+def cmd_push_image(args) -> int:
+    from sandcheck.clusters.provision.paths import cache_dir
+    from sandcheck.clusters.registry.push import push_archive
+    from sandcheck.clusters.registry.reference import parse_target
+    from sandcheck.fixtures.image import build_probe_image
+
+    target = parse_target(args.target)
+    if args.archive:
+        archive, tag = Path(args.archive), target.tag or "latest"
+    else:
+        image = build_probe_image(cache_dir() / "probe")
+        archive, tag = image.archive, target.tag or image.ref.rsplit(":", 1)[1]
+    if not archive.is_file():
+        raise UserError(f"--archive {archive}: no such file")
+    pushed = push_archive(archive, target.with_tag(tag), insecure=args.insecure,
+                          progress=lambda line: print(f"sandcheck: {line}", file=sys.stderr))
+    print(f"sandcheck: pushed {pushed.reference} ({pushed.digest}; "
+          f"{len(pushed.blobs_uploaded)} blobs uploaded, {len(pushed.blobs_present)} "
+          "already there)", file=sys.stderr)
+    print(f"sandcheck: run the suites with --image {pushed.reference}", file=sys.stderr)
+    print(pushed.reference)
     return 0
 
 
@@ -239,6 +263,9 @@ def parser() -> argparse.ArgumentParser:
                     help="also build kind, kubeadm and a kind node image from local parts")
     pv.add_argument("--docker", action="store_true",
                     help="also install Debian's docker.io for the docker backend")
+    pv.add_argument("--registry", action="store_true",
+                    help="also build CNCF Distribution's registry (--kind-registry, push-image "
+                         "tests)")
     pv.set_defaults(func=cmd_provision)
 
     cl = sub.add_parser("cleanup", help="remove what a crashed run left behind")
@@ -259,6 +286,16 @@ def parser() -> argparse.ArgumentParser:
                    "[--node-parallelism N] [suite options, e.g. --backend kind]")
     sub.add_parser("verify-bundle", help="check a certification bundle's SHA256SUMS: "
                    "sandcheck verify-bundle DIR")
+
+    pi = sub.add_parser("push-image", help="push the probe image to a registry: sandcheck "
+                        "push-image REGISTRY[/REPO][:TAG], then run with --image REF")
+    pi.add_argument("target", metavar="REGISTRY[/REPO][:TAG]",
+                    help="e.g. registry.example.com/team/sandcheck-probe (repository default "
+                         "sandcheck/probe, tag default the image's digest)")
+    pi.add_argument("--archive", help="push this OCI image archive instead of the probe image")
+    pi.add_argument("--insecure", action="store_true",
+                    help="plain HTTP (always used for loopback registries)")
+    pi.set_defaults(func=cmd_push_image)
 
     cp = sub.add_parser("compare", help="compare two results.json files")
     cp.add_argument("old")

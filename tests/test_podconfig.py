@@ -10,13 +10,12 @@ field all reach containerd without an error; only the generated spec shows them.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
 
-from sandcheck.clusters.backends.base import PodSpec, new_run_id
+from sandcheck.clusters.backends.base import PodSpec
 from sandcheck.clusters.catalog import Catalog
 
 pytestmark = pytest.mark.integration
@@ -31,26 +30,8 @@ SECCOMP_MODE_FILTER = 2
 
 
 @pytest.fixture(scope="module")
-def node():
-    """The project's node backend with runc: its private containerd, CNI and probe image."""
-    if os.geteuid() != 0:
-        pytest.skip("the node backend's private containerd needs root")
-    from sandcheck.clusters.backends import registry
-
-    why = registry.entry("node").unavailable()
-    if why:
-        pytest.skip(f"the node backend cannot run here: {why}")
-    from sandcheck.clusters.backends.node import NodeBackend
-    from sandcheck.clusters.provision.paths import cache_dir
-    from sandcheck.fixtures.image import build_probe_image
-
-    image = build_probe_image(cache_dir() / "probe")
-    backend = NodeBackend(Catalog.load().select("runc"), new_run_id(), image)
-    try:
-        backend.start()
-        yield backend
-    finally:
-        backend.stop()
+def node(runc_node):
+    return runc_node
 
 
 @pytest.fixture(scope="module")

@@ -98,6 +98,9 @@ class PodSpec:
     add_capabilities: list[str] = field(default_factory=list)
     drop_capabilities: list[str] = field(default_factory=list)
     run_as_user: int | None = None
+    allow_privilege_escalation: bool | None = None
+    """False sets no_new_privs (Kubernetes' allowPrivilegeEscalation); None leaves the
+    runtime's default."""
     labels: dict[str, str] = field(default_factory=dict)
     runtime_class_name: str | None = None
     """Kubernetes backends: override the RuntimeClass name (None: the catalog's)."""
@@ -151,6 +154,9 @@ class BackendSettings:
     keep: bool = False
     options: dict[str, Any] = field(default_factory=dict)
     progress: Progress = quiet
+    image_ref: str | None = None
+    """``--image``: pods use this reference, pulled by the nodes (IfNotPresent), instead of
+    the probe image loaded by the backend."""
 
 
 @runtime_checkable
@@ -275,6 +281,10 @@ class KubernetesBackend(Backend, Protocol):
     def read_runtime_class(self, name: str) -> dict[str, Any]: ...
 
     def delete_runtime_class(self, name: str) -> None: ...
+
+    def use_image(self, ref: str) -> None:
+        """Pods name ``ref`` with pull policy IfNotPresent; the probe is not loaded."""
+        ...
 
     def node_names(self) -> list[str]: ...
 

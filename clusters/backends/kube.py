@@ -70,7 +70,7 @@ def namespace_for(run_id: str) -> str:
 
 
 def pod_manifest(spec: PodSpec, name: str, namespace: str, run_id: str,
-                 image: str = PROBE_IMAGE) -> dict[str, Any]:
+                 image: str = PROBE_IMAGE, pull_policy: str = "Never") -> dict[str, Any]:
     """The Pod object for ``spec`` (pure: no API calls)."""
     sc: dict[str, Any] = {
         "seccompProfile": {"type": "Unconfined" if spec.seccomp == "Unconfined"
@@ -106,7 +106,7 @@ def pod_manifest(spec: PodSpec, name: str, namespace: str, run_id: str,
             "containers": [{
                 "name": "probe",
                 "image": image,
-                "imagePullPolicy": "Never",
+                "imagePullPolicy": pull_policy,
                 "command": list(spec.command),
                 "securityContext": sc,
                 **({"resources": spec.resources} if spec.resources else {}),
@@ -168,6 +168,8 @@ class KubeCluster:
         self.runtimes = list(runtimes)
         self.run_id = run_id
         self.image_ref = image_ref
+        self.pull_policy = "Never"
+        """Never while the backend loads the probe itself; IfNotPresent with --image."""
         self.progress = progress
         self.missing_runtimes: dict[str, str] = {}
         """Selected runtimes left out before any pod (binaries a node lacks)."""
@@ -297,6 +299,16 @@ class KubeCluster:
 
     # -- namespace ---------------------------------------------------------------------------
 
+    def use_image(self, ref: str) -> None:
+        """Pods name ``ref``, which nodes pull if they lack it; backends that load the
+        probe themselves skip that when ``image_from_registry``."""
+        self.image_ref = ref
+        self.pull_policy = "IfNotPresent"
+
+    @property
+    def image_from_registry(self) -> bool:
+        return self.pull_policy != "Never"
+
     def ensure_namespace(self, timeout: float = TIMEOUTS.pod_start) -> str:
         """The run's namespace, with its default ServiceAccount (pods need it to exist)."""
         from kubernetes.client.rest import ApiException
@@ -381,7 +393,8 @@ class KubeCluster:
         namespace = self.ensure_namespace()
         name = unique_name(spec.name_prefix)
         pod = KubePod(self, spec, name, namespace)
-        body = pod_manifest(spec, name, namespace, self.run_id, self.image_ref)
+        body = pod_manifest(spec, name, namespace, self.run_id, self.image_ref,
+                            self.pull_policy)
         with PodWatch(self.core, namespace, name, TIMEOUTS.pod_start) as watch:
             start, anchor = time.monotonic(), time.time_ns()
             try:
@@ -597,7 +610,7 @@ class KubeCluster:
         name = unique_name(spec.name_prefix)
         try:
             self.core.create_namespaced_pod(namespace, pod_manifest(
-                spec, name, namespace, self.run_id, self.image_ref),
+                spec, name, namespace, self.run_id, self.image_ref, self.pull_policy),
                 _request_timeout=TIMEOUTS.api_call)
         except ApiException as exc:
             raise Refused(exc.status, _api_message(exc), exc.body or "") from None

@@ -9,15 +9,14 @@ Before any suite runs, one pod per RuntimeClass checks that its handler exists o
 nodes; the classes whose pods cannot start are reported by name with the reason, and
 every later pod of such a class fails at once with that reason.
 
-The probe image must already be on every node, since pods use ``imagePullPolicy: Never``
-(no registry is assumed). Build it with ``python -c 'from sandcheck.fixtures.image import
-build_probe_image; print(build_probe_image(__import__("pathlib").Path("probe")).archive)'``
-(or any sandcheck run, which caches it under ~/.cache/sandcheck/probe) and import the
-archive on each node into containerd's CRI namespace::
+The probe image: push it to a registry the nodes can pull from, ``sandcheck push-image
+registry.example.com/team/probe``, and run with the ``--image REF`` it prints (pods pull it
+with ``imagePullPolicy: IfNotPresent``). Without ``--image`` pods use
+``localhost/sandcheck/probe:latest`` with ``imagePullPolicy: Never``: import the archive
+(cached under ~/.cache/sandcheck/probe by any run) on each node into containerd's CRI
+namespace first::
 
     ctr -n k8s.io images import --all-platforms probe-image.tar
-
-It is then known as ``localhost/sandcheck/probe:latest``.
 """
 
 from __future__ import annotations
@@ -28,7 +27,6 @@ from typing import Any
 from sandcheck.clusters.backends.base import BackendSettings
 from sandcheck.clusters.backends.kube import KubeCluster
 from sandcheck.clusters.catalog import Runtime
-from sandcheck.clusters.containerd.images import PROBE_IMAGE
 from sandcheck.clusters.errors import UserError
 from sandcheck.clusters.progress import Progress, quiet
 from sandcheck.clusters.timeouts import TIMEOUTS
@@ -82,7 +80,8 @@ class ExistingCluster(KubeCluster):
             "backend": self.name,
             "kubernetes": self.server_version(),
             "server": self.api_client.configuration.host if self.api_client else None,
-            "probe_image": PROBE_IMAGE,
+            "probe_image": self.image_ref,
+            "image_pull_policy": self.pull_policy,
             "runtime_classes": self.notes,
             "handlers_verified": dict(self.verified),
             "handlers_missing": dict(self.missing_handlers),

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sandcheck.clusters.backends.base import Backend, BackendSettings
+from sandcheck.clusters.backends.base import Backend, BackendSettings, Capability
 from sandcheck.clusters.errors import UserError
 
 DEFAULT_BACKEND = "local"
@@ -130,6 +130,9 @@ BACKENDS: dict[str, BackendEntry] = {e.name: e for e in (
                    "image, built and loaded on demand)"),
             Option("--kind-name", "kind backend: name of the cluster to create (default "
                    "sandcheck-<run id>)"),
+            Option("--kind-registry", "kind backend: serve the probe image from a local "
+                   "registry on the cluster's network (kind's recipe; needs `sandcheck "
+                   "provision --registry`) instead of `kind load`", {"action": "store_true"}),
         ),
         available="kind.leftovers:unavailable",
         leftovers="kind.leftovers:remove_leftovers",
@@ -163,4 +166,10 @@ def for_workdir(workdir: Path) -> BackendEntry | None:
 
 def open_backend(name: str, settings: BackendSettings) -> Backend:
     """The named backend, made (not started) from ``settings``; UserError for bad options."""
-    return entry(name).open(settings)
+    backend = entry(name).open(settings)
+    if settings.image_ref:
+        if Capability.KUBERNETES_API not in backend.capabilities:
+            raise UserError(f"--image applies to Kubernetes backends (nodes pull it); the "
+                            f"{name} backend loads the probe image itself: drop --image")
+        backend.use_image(settings.image_ref)  # type: ignore[attr-defined]
+    return backend

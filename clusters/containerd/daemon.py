@@ -18,6 +18,7 @@ import tomlkit
 from sandcheck.clusters.errors import ComponentError, UserError
 from sandcheck.clusters.host import proc as hostproc
 from sandcheck.clusters.host import runcgroups
+from sandcheck.clusters.host.files import tail
 from sandcheck.clusters.host.workdir import delete_tree
 from sandcheck.clusters.provision.paths import path_dir
 from sandcheck.clusters.timeouts import TIMEOUTS, wait_until
@@ -160,10 +161,7 @@ class PrivateContainerd:
         return runtimes
 
     def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return tail(self.log_path, lines)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

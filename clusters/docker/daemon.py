@@ -24,6 +24,7 @@ from sandcheck.clusters.docker import capdrop
 from sandcheck.clusters.errors import ComponentError, UserError
 from sandcheck.clusters.host import proc as hostproc
 from sandcheck.clusters.host import runcgroups
+from sandcheck.clusters.host.files import tail
 from sandcheck.clusters.host.state import HostState
 from sandcheck.clusters.host.workdir import claim, delete_tree
 from sandcheck.clusters.progress import Progress, quiet
@@ -186,10 +187,7 @@ class PrivateDockerd:
                            timeout=TIMEOUTS.api_call).stdout.strip()
 
     def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return tail(self.log_path, lines)
 
     def stop(self) -> list[str]:
         """Remove every container and network, stop the engine and its containerd, then

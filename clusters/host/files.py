@@ -40,3 +40,11 @@ def atomic_write(path: Path, data: str | bytes, backup_first: bool = False) -> P
             os.unlink(tmp)
         raise
     return saved
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    """The last ``lines`` lines of a daemon's log, for an error message."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"

@@ -40,6 +40,7 @@ from sandcheck.clusters.provision.tools import (
     GVISOR,
     GVISOR_SHIM_OOM_TOLERANT,
     KIND,
+    REGISTRY,
 )
 from sandcheck.clusters.provision.versions import versions
 
@@ -95,6 +96,7 @@ def provision(
     kubernetes: bool = False,
     docker: bool = False,
     kind: bool = False,
+    registry: bool = False,
     progress: Progress = STDERR,
 ) -> dict[str, Any]:
     """Install or build what ``runtimes`` need; returns a report (see ``Provisioned``).
@@ -109,7 +111,8 @@ def provision(
     the pinned Kubernetes server binaries and etcd. ``docker`` installs Debian's docker.io
     for the docker backend's private dockerd. ``kind`` builds kind, the Kubernetes binaries
     (kubeadm among them) and the plain kind node image (after installing debootstrap and
-    docker.io).
+    docker.io). ``registry`` builds CNCF Distribution's registry (the kind backend's
+    ``--kind-registry`` and the push-image tests).
     """
     result = Provisioned(path_dir=path_dir())
     apt_install([*BASE_PACKAGES, *(p for rt in runtimes for p in rt.packages),
@@ -125,6 +128,8 @@ def provision(
     if kind:
         apt_install(KIND_PACKAGES, progress)
         built.update(build(KIND, progress))
+    if registry:
+        built.update(build(REGISTRY, progress))
     result.binaries.update(install_links(built, progress=progress))
     if kind:
         result.binaries["kind node image"] = build_node_image(progress)

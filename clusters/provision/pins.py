@@ -27,3 +27,7 @@ KIND_NODE_ETCD_TAG = "3.6.5-0"
 """The etcd image tag kubeadm v1.34 names for etcd 3.6.5 (cmd/kubeadm/app/constants)."""
 KIND_NODE_PAUSE_TAGS = ("3.10.1", "3.10")
 """pause tags preloaded: kubeadm v1.34's and the sandbox image kind's containerd config names."""
+
+DISTRIBUTION_VERSION = "v3.1.2"
+"""CNCF Distribution's registry: the loopback registry of the kind backend and the
+push-image tests."""

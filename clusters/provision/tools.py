@@ -157,3 +157,15 @@ KIND = GoTool(
     version=pins.KIND_VERSION,
     packages={"kind": "sigs.k8s.io/kind"},
 )
+
+# CNCF Distribution's `registry`: an OCI registry on the loopback address (the kind
+# backend's local registry, the push-image tests). Static (CGO_ENABLED=0), so the same
+# binary runs on the host and as the only file of a container image.
+REGISTRY = GoTool(
+    name="distribution",
+    module="github.com/distribution/distribution/v3",
+    version=pins.DISTRIBUTION_VERSION,
+    packages={"registry": "github.com/distribution/distribution/v3/cmd/registry"},
+    version_vars=("github.com/distribution/distribution/v3/version.version",),
+    strip=True,
+)

@@ -23,11 +23,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import tomlkit
+
 from sandcheck.clusters.backends.base import BackendSettings, Capability
 from sandcheck.clusters.backends.kind import layout, nodeconfig
 from sandcheck.clusters.backends.kind.cli import CLUSTER_PREFIX, Kind
 from sandcheck.clusters.backends.kind.engine import UserEngine, private_engine, record_bridges
 from sandcheck.clusters.backends.kind.nodes import CRI_ENDPOINT, NodeInstaller, host_lacks
+from sandcheck.clusters.backends.kind.registry import CONFIG_PATH_PATCH, KindRegistry
 from sandcheck.clusters.backends.kube import KubeCluster, KubePod
 from sandcheck.clusters.catalog import Runtime
 from sandcheck.clusters.containerd.images import PROBE_IMAGE, ProbeImage
@@ -62,7 +65,8 @@ def kind_config(workers: int, own_image: bool, runtimes: list[Runtime]) -> dict[
                   "kubeadmConfigPatches": []}
     config["kubeadmConfigPatches"] = [*config["kubeadmConfigPatches"], json.dumps(KUBELET_PATCH)]
     common = [rt for rt in runtimes if layout.everywhere(rt)]
-    config["containerdConfigPatches"] = [nodeconfig.create_patch(common)]
+    config["containerdConfigPatches"] = [nodeconfig.create_patch(common),
+                                         tomlkit.dumps(CONFIG_PATH_PATCH)]
     return config
 
 
@@ -80,7 +84,7 @@ class KindCluster(KubeCluster):
     def __init__(self, runtimes: list[Runtime], run_id: str, image: ProbeImage | None,
                  cluster: str | None = None, workers: int = 1, node_image: str | None = None,
                  name: str | None = None, keep: bool = False, report_dir: Path | None = None,
-                 progress: Progress = quiet):
+                 registry: bool = False, progress: Progress = quiet):
         super().__init__(runtimes, run_id, image_ref=image.alias if image else PROBE_IMAGE,
                          progress=progress)
         self.probe = image
@@ -96,6 +100,8 @@ class KindCluster(KubeCluster):
         self.kind: Kind | None = None
         self.plans: list[layout.NodePlan] = []
         self.installed: dict[str, list[str]] = {}
+        self.registry: KindRegistry | None = None
+        self.wants_registry = registry
         self.created = False
         self._stopped = False
 
@@ -183,10 +189,19 @@ class KindCluster(KubeCluster):
                    state=lambda: f"not Ready: {last.get('waiting')}")
 
     def _load_probe(self) -> None:
-        if self.probe is None:
+        """Into every node: by ``kind load``, or pushed to the run's local registry and
+        pulled by the nodes (--kind-registry); nothing with --image (the nodes pull it)."""
+        if self.probe is None or self.image_from_registry:
             return
-        self.kind.run("load", "image-archive", str(self.probe.archive), "--name",
-                      self.cluster, timeout=TIMEOUTS.image_import)
+        if not self.wants_registry:
+            self.kind.run("load", "image-archive", str(self.probe.archive), "--name",
+                          self.cluster, timeout=TIMEOUTS.image_import)
+            return
+        self.registry = KindRegistry(self.engine, self.cluster, self.run_id, self.progress)
+        self.registry.start(self.kind.nodes(self.cluster))
+        self.use_image(self.registry.push(self.probe.archive, self.probe.ref.rsplit(":")[-1]))
+        self.core.create_namespaced_config_map("kube-public", self.registry.hosting_configmap(),
+                                               _request_timeout=TIMEOUTS.api_call)
 
     def _check_handlers(self) -> None:
         for handler, why in self.handler_check(timeout=TIMEOUTS.pod_start).items():
@@ -268,6 +283,8 @@ class KindCluster(KubeCluster):
             "backend": self.name, "kind": KIND_VERSION, "cluster": self.cluster,
             "cluster_created_by_run": not self.reuse,
             "node_image": self.node_image or "(the existing cluster's)",
+            "probe_image": self.image_ref,
+            "image_pull_policy": self.pull_policy,
             "kubernetes": self.server_version(),
             "start_seconds": {k: round(v, 2) for k, v in self.timings.items()},
             "node_handlers": {p.node: [rt.handler for rt in p.runtimes] for p in self.plans},
@@ -280,6 +297,8 @@ class KindCluster(KubeCluster):
                                                timeout=TIMEOUTS.api_call).stdout.strip()
         except Exception as exc:  # evidence only
             env["engine"] = f"not readable: {exc}"
+        if self.registry is not None:
+            env["registry"] = self.registry.environment([p.node for p in self.plans])
         env["nodes"] = self.nodes_fingerprint()
         return env
 
@@ -345,10 +364,17 @@ def open_backend(settings: BackendSettings) -> KindCluster:
     workers = 1 if workers is None else int(workers)
     if workers < 0:
         raise UserError(f"--kind-workers {workers}: give 0 or more workers")
+    if opts.get("kind_registry") and opts.get("kind_cluster"):
+        raise UserError("--kind-registry starts a registry for a cluster the run creates; for "
+                        "--kind-cluster push the image with `sandcheck push-image` and pass "
+                        "--image")
+    if opts.get("kind_registry") and settings.image_ref:
+        raise UserError("--kind-registry and --image both choose the pods' image: drop one")
     name = opts.get("kind_name")
     if name is not None and not re.fullmatch(NAME_PATTERN, name):
         raise UserError(f"--kind-name {name!r}: use lowercase letters, digits and '-'")
     return KindCluster(settings.runtimes, settings.run_id, settings.image,
                        cluster=opts.get("kind_cluster"), workers=workers,
                        node_image=opts.get("kind_image"), name=name, keep=settings.keep,
-                       report_dir=opts.get("report_dir"), progress=settings.progress)
+                       report_dir=opts.get("report_dir"),
+                       registry=bool(opts.get("kind_registry")), progress=settings.progress)
