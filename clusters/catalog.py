@@ -17,6 +17,7 @@ from typing import Any
 import tomlkit
 
 from sandcheck.clusters.errors import UserError
+from sandcheck.clusters.escape import PRECONDITIONS
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
@@ -44,6 +45,120 @@ def classify(result: dict[str, Any]) -> str:
 
 
 @dataclass(frozen=True)
+class EscapeProfile:
+    """The escape preconditions (clusters/escape.py) each kind of pod may show.
+
+    A default pod and a restricted one (drop ALL, uid 65534, no privilege escalation) may
+    show only the preconditions listed; a privileged pod is the control: it must show
+    ``privileged_required`` (a probe that sees nothing there is blind) and nothing outside
+    ``privileged`` (None: anything)."""
+
+    default: frozenset[str] = frozenset()
+    restricted: frozenset[str] = frozenset()
+    privileged: frozenset[str] | None = None
+    privileged_required: frozenset[str] = frozenset()
+    notes: str = ""
+    """Why this runtime's sets are what they are (kept with each check's evidence)."""
+
+
+# runc and crun share the node's kernel: a default or restricted pod shows none, and a
+# privileged one anything of the node's; required are those it shows on cgroup v1 and v2.
+_NATIVE_ESCAPE = EscapeProfile(
+    privileged_required=frozenset({"cgroupfs_mountable", "proc_sys_writable",
+                                   "core_pattern_writable", "block_device_present"}),
+    notes="A privileged pod is the node: the node's /proc/sys and core_pattern are writable, "
+    "cgroupfs mounts (with release_agent on cgroup v1), the node's block devices open. "
+    "/sys is not required: in runc's privileged pods the pod network namespace's sysfs "
+    "superblock stays read-only (crun's privileged pods remount it writable).",
+)
+
+# gVisor: every file below is the Sentry's own, so what holds there reaches no host kernel.
+_SENTRY_OWN = frozenset({"proc_sys_writable", "sysrq_trigger_writable"})
+_GVISOR_ESCAPE = EscapeProfile(
+    default=_SENTRY_OWN,
+    privileged=_SENTRY_OWN | {"sys_writable", "cgroupfs_mountable", "block_device_present"},
+    privileged_required=frozenset({"cgroupfs_mountable", "sys_writable",
+                                   "proc_sys_writable"}),
+    notes="As with runc, /proc/<pid>/exe and every cwd resolve inside the sandbox. Unlike "
+    "runc: stdio descriptors are the Sentry's host:[N] files, not the node's /dev/null and "
+    "pipes; /proc/kcore, /proc/kallsyms and core_pattern do not exist; /proc/sys and "
+    "/proc/sysrq-trigger are the Sentry's and writable by root even in a default pod. "
+    "Privileged, the Sentry mounts its own cgroupfs (no release_agent; cgroup2 is ENODEV), "
+    "makes /sys writable, and lists the node's block "
+    "devices in /dev without being able to open them (ENXIO). Exec of a binary with file "
+    "capabilities outside the bounding set runs without them where Linux answers EPERM, "
+    "and exec of the setuid-root copy kept euid 65534 even without no_new_privs.",
+)
+
+
+@dataclass(frozen=True)
+class HostSurface:
+    """How much of the host kernel a pod's workload reaches (clusters/surface.py): which
+    host processes execute it, and the bound on the syscalls their seccomp filters allow."""
+
+    executors: tuple[str, ...]
+    """``workload`` (the workload's own processes are host processes) or the argv0 names
+    of the processes that run it (gVisor's Sentry and Gofer, a VM's hypervisor)."""
+    reachable_max: int | None = None
+    never: frozenset[str] = frozenset()
+    """Syscalls that must stay unreachable (a native runtime: the RuntimeDefault denials)."""
+    expected: frozenset[str] | None = None
+    """The reachable set as measured for the pinned runtime: anything beyond is named."""
+    notes: str = ""
+
+    def describe(self) -> dict[str, Any]:
+        return {"executors": list(self.executors), "reachable_max": self.reachable_max,
+                "never": sorted(self.never),
+                "expected": None if self.expected is None else len(self.expected),
+                "notes": self.notes}
+
+
+# containerd 1.7's RuntimeDefault profile (runc's and crun's containers alike), measured
+# here: 304 of the 382 x86_64 syscalls reachable (3 of them depending on arguments: clone,
+# personality, socket), these 78 denied.
+_RUNTIME_DEFAULT_DENIED = frozenset("""
+_sysctl acct add_key afs_syscall bpf clock_settime clone3 create_module delete_module
+fanotify_init file_getattr file_setattr finit_module fsconfig fsmount fsopen fspick
+get_kernel_syms get_mempolicy getpmsg getxattrat init_module ioperm iopl kcmp
+kexec_file_load kexec_load keyctl listmount listns listxattrat lookup_dcookie
+lsm_get_self_attr lsm_list_modules lsm_set_self_attr mbind migrate_pages mount
+mount_setattr move_mount move_pages mseal nfsservctl open_by_handle_at open_tree
+open_tree_attr perf_event_open pidfd_getfd pivot_root process_madvise putpmsg query_module
+quotactl quotactl_fd reboot removexattrat request_key security set_mempolicy
+set_mempolicy_home_node setdomainname sethostname setns settimeofday setxattrat statmount
+swapoff swapon sysfs syslog tuxcall umount2 unshare uselib userfaultfd ustat vhangup vserver
+""".split())
+_NATIVE_SURFACE = HostSurface(
+    executors=("workload",), reachable_max=310, never=_RUNTIME_DEFAULT_DENIED,
+    notes="the workload's processes are host processes under containerd's RuntimeDefault "
+    "profile: everything but its denials reaches the host kernel")
+
+# gVisor (the pinned go-branch build, systrap platform): the union over the Sentry
+# (runsc-sandbox), the Gofers and the Sentry's stub processes, measured here.
+_GVISOR_REACHABLE = frozenset("""
+accept accept4 arch_prctl clock_gettime clone close dup dup3 epoll_create1 epoll_ctl
+epoll_pwait eventfd2 exit exit_group fallocate fchmod fchmodat fchownat fcntl fdatasync
+fgetxattr flistxattr fremovexattr fsetxattr fstat fstatfs fsync ftruncate futex getcpu
+getdents64 getpid getppid getrandom getsockopt gettid gettimeofday io_destroy io_getevents
+io_setup io_submit ioctl kill lgetxattr linkat listen llistxattr lremovexattr lseek
+lsetxattr madvise membarrier memfd_create mincore mkdirat mknodat mlock mmap mprotect
+munlock munmap nanosleep newfstatat openat openat2 ppoll prctl pread64 preadv preadv2
+ptrace pwrite64 pwritev pwritev2 read readlinkat recvmmsg recvmsg renameat2
+restart_syscall rt_sigaction rt_sigprocmask rt_sigreturn rt_tgsigqueueinfo
+sched_getaffinity sched_yield seccomp sendmmsg sendmsg setitimer setpriority shutdown
+sigaltstack socketpair statx symlinkat sync_file_range tee tgkill timer_create
+timer_delete timer_settime tkill unlinkat utimensat wait4 waitid write writev
+""".split())
+_GVISOR_SURFACE = HostSurface(
+    executors=("runsc-sandbox", "runsc-gofer"), reachable_max=len(_GVISOR_REACHABLE),
+    never=_RUNTIME_DEFAULT_DENIED | {"execve", "execveat", "socket", "connect", "open"},
+    expected=_GVISOR_REACHABLE,
+    notes="gVisor's own filters on the Sentry, Gofer and stubs: the workload's syscalls "
+    "are served by the Sentry, which itself reaches these; a new gVisor that reaches more "
+    "fails here naming them (update the set with the release)")
+
+
+@dataclass(frozen=True)
 class Isolation:
     """What a workload inside a pod of this runtime is expected to observe."""
 
@@ -62,6 +177,10 @@ class Isolation:
     NET_BIND_SERVICE SYS_CHROOT KILL AUDIT_WRITE)."""
     extra_devices: frozenset[str] = frozenset()
     """Device nodes the runtime itself provides in /dev beyond the OCI defaults."""
+    escape: EscapeProfile | None = None
+    """Escape preconditions each kind of pod may show (None: recorded, not judged)."""
+    surface: HostSurface | None = None
+    """The host syscall surface bound (None: not measured)."""
 
 
 @dataclass(frozen=True)
@@ -149,7 +268,8 @@ def _native(name: str, description: str, unavailable: str | None = None,
         description=description, options={"BinaryName": name},
         binaries=(name, "containerd-shim-runc-v2"),
         isolation=Isolation(own_kernel=False, syscalls=_NATIVE_SYSCALLS,
-                            syscalls_unfiltered=_NATIVE_UNFILTERED),
+                            syscalls_unfiltered=_NATIVE_UNFILTERED, escape=_NATIVE_ESCAPE,
+                            surface=_NATIVE_SURFACE),
         unavailable=unavailable, packages=packages, caveat=caveat,
     )
 
@@ -192,6 +312,8 @@ BUILTIN: dict[str, Runtime] = {
                 default_capabilities=0x00000000A80405FB,
                 # Devices the Sentry implements itself (FUSE, TUN) and its /dev/char dir.
                 extra_devices=frozenset({"fuse", "net", "char"}),
+                escape=_GVISOR_ESCAPE,
+                surface=_GVISOR_SURFACE,
             ),
         ),
         Runtime(
@@ -260,8 +382,9 @@ _FIELDS = {
     "handler", "runtime_class", "runtime_type", "description", "options", "handler_settings",
     "binaries", "config_files", "overhead", "scheduling", "own_kernel", "dmesg_marker",
     "syscalls", "syscalls_unfiltered", "default_capabilities", "extra_devices", "base",
-    "packages",
+    "packages", "escape", "surface",
 }
+_ESCAPE_KEYS = {"default", "restricted", "privileged", "privileged_required", "notes"}
 
 
 def _read_user_catalog(path: Path, known: dict[str, Runtime]) -> dict[str, Runtime]:
@@ -307,6 +430,66 @@ def _syscall_table(base: dict[str, frozenset[str]], extra: dict[str, Any] | None
     return table
 
 
+def _escape_profile(base: EscapeProfile | None, spec: Any, where: str) -> EscapeProfile | None:
+    """``[runtimes.NAME.escape]``: lists of precondition names; ``privileged = "any"``
+    allows every one; keys not given are inherited."""
+    if spec is None:
+        return base
+    if not isinstance(spec, dict):
+        raise UserError(f"{where} must be a table with keys {sorted(_ESCAPE_KEYS)}")
+    unknown = set(spec) - _ESCAPE_KEYS
+    if unknown:
+        raise UserError(f"{where} has unknown keys {sorted(unknown)}: allowed are "
+                        f"{sorted(_ESCAPE_KEYS)}")
+    values: dict[str, Any] = {}
+    for key in ("default", "restricted", "privileged", "privileged_required"):
+        if key not in spec:
+            continue
+        if key == "privileged" and spec[key] == "any":
+            values[key] = None
+            continue
+        names = spec[key]
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise UserError(f"{where}.{key} must be a list of precondition names")
+        bad = sorted(set(names) - set(PRECONDITIONS))
+        if bad:
+            raise UserError(f"{where}.{key} names unknown preconditions {bad}; known are "
+                            f"{', '.join(PRECONDITIONS)}")
+        values[key] = frozenset(names)
+    if "notes" in spec:
+        values["notes"] = str(spec["notes"])
+    return replace(base or EscapeProfile(), **values)
+
+
+_SURFACE_KEYS = {"executors", "reachable_max", "never", "expected", "notes"}
+
+
+def _host_surface(base: HostSurface | None, spec: Any, where: str) -> HostSurface | None:
+    """``[runtimes.NAME.surface]``: executors, reachable_max, never and expected (lists of
+    syscall names), notes; keys not given are inherited."""
+    if spec is None:
+        return base
+    if not isinstance(spec, dict) or set(spec) - _SURFACE_KEYS:
+        raise UserError(f"{where} must be a table with keys among {sorted(_SURFACE_KEYS)}")
+    values: dict[str, Any] = {}
+    for key in ("executors", "never", "expected"):
+        if key in spec:
+            names = spec[key]
+            if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+                raise UserError(f"{where}.{key} must be a list of names")
+            values[key] = tuple(names) if key == "executors" else frozenset(names)
+    if "reachable_max" in spec:
+        if not isinstance(spec["reachable_max"], int) or spec["reachable_max"] < 0:
+            raise UserError(f"{where}.reachable_max must be a count (0 or more)")
+        values["reachable_max"] = spec["reachable_max"]
+    if "notes" in spec:
+        values["notes"] = str(spec["notes"])
+    if base is None and "executors" not in values:
+        raise UserError(f"{where} needs executors: \"workload\" or the argv0 names of the "
+                        "host processes that run the pod's workload")
+    return replace(base or HostSurface(executors=()), **values)
+
+
 def _merge(name: str, base: Runtime | None, spec: dict[str, Any], where: str) -> Runtime:
     rt = base or Runtime(name=name, handler=spec["handler"], runtime_class=spec["handler"],
                          runtime_type=spec["runtime_type"])
@@ -328,6 +511,8 @@ def _merge(name: str, base: Runtime | None, spec: dict[str, Any], where: str) ->
                                            f"{where}: syscalls_unfiltered"),
         default_capabilities=caps,
         extra_devices=frozenset(spec.get("extra_devices", iso.extra_devices)),
+        escape=_escape_profile(iso.escape, spec.get("escape"), f"{where}: escape"),
+        surface=_host_surface(iso.surface, spec.get("surface"), f"{where}: surface"),
     )
     options = copy.deepcopy(rt.options)
     options.update(spec.get("options") or {})

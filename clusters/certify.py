@@ -1,11 +1,12 @@
 """``sandcheck certify`` and ``sandcheck verify-bundle``.
 
-Certify runs a fixed, versioned selection of the bundled suites (isolation and
-RuntimeClass; never the benchmarks, whose numbers are no pass/fail) on every selected node
-× runtime class, through pytest like ``sandcheck run``, and turns the report dir into a
-bundle (reports/bundle.py). The selection changes only with CERTIFY_VERSION, so two
-bundles of one version certify the same thing. Other options (``--backend``,
-``--runtimes``, ``--kubeconfig``, ``--kind-workers``...) are pytest's and pass through.
+Certify runs a fixed, versioned selection of the bundled suites (isolation, RuntimeClass
+and security: escape preconditions and the host syscall surface; never the benchmarks,
+whose numbers are no pass/fail) on every selected node × runtime class, through pytest
+like ``sandcheck run``, and turns the report dir into a bundle (reports/bundle.py). The
+selection changes only with CERTIFY_VERSION, so two bundles of one version certify the
+same thing. Other options (``--backend``, ``--runtimes``, ``--kubeconfig``,
+``--kind-workers``...) are pytest's and pass through.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ import json
 import sys
 from pathlib import Path
 
-CERTIFY_VERSION = "1"
+CERTIFY_VERSION = "2"
 SELECTION = {
     "version": CERTIFY_VERSION,
-    "suites": ["isolation", "runtimeclass"],
+    "suites": ["isolation", "runtimeclass", "security"],
     "markers": "not performance",
 }
 

@@ -21,6 +21,7 @@ from typing import Any
 from sandcheck.reports.matrix import matrix_html, matrix_markdown
 from sandcheck.reports.results import Check, Metric, Results, summarize
 from sandcheck.reports.spread import median_ratio, ratio_text
+from sandcheck.reports.surface import surface_html, surface_markdown
 from sandcheck.reports.verdict import check_anchor, verdict_html, verdict_markdown
 
 STATUS_RANK = {"skipped": 0, "passed": 1, "failed": 2, "error": 3}
@@ -236,7 +237,7 @@ def render_html(results: Results) -> str:
         "<h1>sandcheck report</h1>",
         f'<p class="sub">generated {stamp} · {len(results.checks)} checks · '
         f"{len(results.metrics)} metrics</p><p>{chips}</p>",
-        verdict_html(results), matrix_html(results),
+        verdict_html(results), matrix_html(results), surface_html(results),
         conformance_html(results), failures_html(results), plots_html(results),
         metrics_html(results), other_evidence_html(results),
         "<details class=env-all><summary><h2>Environment</h2></summary>",
@@ -507,7 +508,8 @@ def render_markdown(results: Results) -> str:
     facts = [f"{k} `{md_cell(env[k], 60)}`" for k in ("backend", "backend_level", "host_kernel")
              if k in env]
     lines += ["", *verdict_markdown(results), *matrix_markdown(results),
-              *md_conformance(results), *md_failures(results), *md_metrics(results)]
+              *surface_markdown(results), *md_conformance(results), *md_failures(results),
+              *md_metrics(results)]
     if facts:
         lines += ["## Environment", "", " · ".join(facts), "",
                   "(the whole environment is in results.json and report.html)"]

@@ -1,22 +1,23 @@
-"""Fixtures several of the project's tests share."""
+"""Fixtures several of the project's tests share (plain helpers are in helpers.py)."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+from helpers import skip_unless_node_backend
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def started_node_backend(runtimes: str):
     """The project's node backend with ``runtimes`` (its private containerd, CNI and the
     probe image), started; skips naming what is missing. A generator for module fixtures."""
-    if os.geteuid() != 0:
-        pytest.skip("the node backend's private containerd needs root")
-    from sandcheck.clusters.backends import registry
-
-    why = registry.entry("node").unavailable()
-    if why:
-        pytest.skip(f"the node backend cannot run here: {why}")
+    skip_unless_node_backend()
     from sandcheck.clusters.backends.base import new_run_id
     from sandcheck.clusters.backends.node import NodeBackend
     from sandcheck.clusters.catalog import Catalog
@@ -42,3 +43,24 @@ def runc_node():
 def sandbox_node():
     """The node backend with runc and runsc."""
     yield from started_node_backend("runc,runsc")
+
+
+@pytest.fixture
+def run_suite(tmp_path):
+    """run(*pytest args) -> (the finished process, {(check id, runtime): check}): a suite
+    run as its own pytest process from the checkout, its report in tmp_path."""
+
+    def run(*args: str, timeout: float = 600):
+        report = tmp_path / "report"
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith("PYTEST_") or k == "PYTEST_DISABLE_PLUGIN_AUTOLOAD"}
+        env["PYTHONPATH"] = str(ROOT)
+        proc = subprocess.run([sys.executable, "-m", "pytest", *args, "-p", "no:cacheprovider",
+                               "--report-dir", str(report), "-q"], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=timeout)
+        results = report / "results.json"
+        checks = {(c["id"], c["runtime"]): c for c in json.loads(results.read_text())["checks"]
+                  } if results.is_file() else {}
+        return proc, checks
+
+    return run

@@ -15,6 +15,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from helpers import skip_unless_node_backend
 
 from sandcheck.clusters.containerd.images import (
     ProbeImage,
@@ -208,13 +209,7 @@ def test_probe_rejects_unknown_mode(probe_image):
 
 @pytest.fixture(scope="module")
 def node_backend(probe_image):
-    if os.geteuid() != 0:
-        pytest.skip("the node backend's private containerd needs root")
-    from sandcheck.clusters.backends import registry
-
-    why = registry.entry("node").unavailable()
-    if why:
-        pytest.skip(f"the node backend cannot run here: {why}")
+    skip_unless_node_backend()
     from sandcheck.clusters.backends.base import new_run_id
     from sandcheck.clusters.backends.node import NodeBackend
     from sandcheck.clusters.catalog import Catalog

@@ -86,6 +86,8 @@ def pod_manifest(spec: PodSpec, name: str, namespace: str, run_id: str,
             sc["capabilities"]["drop"] = list(spec.drop_capabilities)
     if spec.run_as_user is not None:
         sc["runAsUser"] = spec.run_as_user
+    if spec.allow_privilege_escalation is not None:
+        sc["allowPrivilegeEscalation"] = spec.allow_privilege_escalation
     return {
         "apiVersion": "v1",
         "kind": "Pod",

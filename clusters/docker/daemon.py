@@ -33,6 +33,9 @@ from sandcheck.clusters.timeouts import TIMEOUTS, wait_until
 
 INSTALL_HINT = "run `sandcheck provision --docker` (installs Debian's docker.io)"
 WRAPPER_RUNTIME = "sandcheck-capdrop"
+CAPABILITY_BOUND = ("runc", "crun")
+"""Runtimes that refuse a container asking for a capability the host cannot grant; the
+wrapper takes it out first (runsc grants its own, in the Sentry)."""
 
 
 def cgroup_parent_of(run_id: str) -> str:
@@ -113,11 +116,23 @@ class PrivateDockerd:
         env.pop("DOCKER_CONTEXT", None)
         return env
 
-    def _write_wrapper(self) -> str:
-        real = shutil.which("runc", path=self.env()["PATH"])
+    def wrapper_of(self, handler: str) -> str | None:
+        """The wrapped runtime a privileged container of ``handler`` needs here (runc:
+        dockerd's own; a registered runc-like binary such as crun), else None."""
+        if not self.privileged_wrapper:
+            return None
+        if handler == "runc":
+            return WRAPPER_RUNTIME
+        path = (self.runtimes.get(handler) or {}).get("path", "")
+        wrapped = f"{WRAPPER_RUNTIME}-{handler}"
+        return wrapped if Path(path).name in CAPABILITY_BOUND and \
+            not self.runtimes[handler].get("runtimeArgs") else None
+
+    def _write_wrapper(self, name: str = WRAPPER_RUNTIME, real: str | None = None) -> str:
+        real = real or shutil.which("runc", path=self.env()["PATH"])
         if real is None:
             raise UserError("runc not found: run `sandcheck provision`")
-        wrapper = self.workdir / "bin" / WRAPPER_RUNTIME
+        wrapper = self.workdir / "bin" / name
         wrapper.parent.mkdir(parents=True, exist_ok=True)
         wrapper.write_text(f"#!{sys.executable} -S\n{inspect.getsource(capdrop)}\n"
                            f"main({real!r})\n")
@@ -130,6 +145,9 @@ class PrivateDockerd:
         if self.privileged_wrapper:
             runtimes[WRAPPER_RUNTIME] = {"path": self._write_wrapper()}
             doc["default-runtime"] = WRAPPER_RUNTIME
+            for handler, entry in self.runtimes.items():
+                if (name := self.wrapper_of(handler)) is not None:
+                    runtimes[name] = {"path": self._write_wrapper(name, entry["path"])}
         return doc
 
     def start(self, timeout: float = TIMEOUTS.daemon_start) -> PrivateDockerd:

@@ -161,8 +161,12 @@ class Surface:
 
 # ---- reading the kernel's copy -----------------------------------------------------------
 
+class ProcessGone(ComponentError):
+    """The process exited before its filters were read."""
+
+
 def _vanished(pid: int, cause: object) -> ComponentError:
-    return ComponentError(f"pid {pid}: process vanished before its seccomp filters were "
+    return ProcessGone(f"pid {pid}: process vanished before its seccomp filters were "
                           f"read ({cause})")
 
 
@@ -308,6 +312,18 @@ def union(parts: Sequence[Surface]) -> Surface:
                    max(p.filters for p in parts), verdicts, unnamed, {}, {}, list(parts))
 
 
-def surface_of(pids: Iterable[int]) -> Surface:
-    """The union of the surfaces of ``pids``."""
-    return union([surface(pid) for pid in sorted(set(pids))])
+def surface_of(pids: Iterable[int], skip_gone: bool = False) -> Surface:
+    """The union of the surfaces of ``pids``; with ``skip_gone``, processes that exit
+    meanwhile are left out (short-lived children of a workload; a child's filters are its
+    parent's or stricter)."""
+    parts = []
+    for pid in sorted(set(pids)):
+        try:
+            parts.append(surface(pid))
+        except ProcessGone:
+            if not skip_gone:
+                raise
+    if not parts:
+        raise ProcessGone(f"every one of the processes {sorted(set(pids))} exited before "
+                          "its filters were read")
+    return union(parts)

@@ -24,7 +24,6 @@ from sandcheck.clusters.catalog import Runtime
 from sandcheck.clusters.containerd.images import ProbeImage
 from sandcheck.clusters.docker.daemon import (
     INSTALL_HINT,
-    WRAPPER_RUNTIME,
     PrivateDockerd,
     run_docker,
 )
@@ -193,12 +192,11 @@ class Engine:
         return name
 
     def privileged_runtime(self, handler: str) -> str:
-        """The runtime a privileged container of ``handler`` runs with: runc through the
-        private daemon's capability wrapper where this host cannot grant every capability."""
-        if handler == BUILTIN_RUNTIME and self.daemon is not None and \
-                self.daemon.privileged_wrapper:
-            return WRAPPER_RUNTIME
-        return handler
+        """The runtime a privileged container of ``handler`` runs with: runc or crun through
+        the private daemon's capability wrapper where this host cannot grant every
+        capability."""
+        wrapped = self.daemon.wrapper_of(handler) if self.daemon is not None else None
+        return wrapped or handler
 
     # -- the CLI, for the harness comparison and for diagnostics -------------------------
 

@@ -65,8 +65,11 @@ def create_options(spec: PodSpec, run_id: str, runtime: str, network: str | None
                                        **spec.labels},
         "privileged": spec.privileged, "network": network or "none",
     }
-    if spec.seccomp == "Unconfined":
-        options["security_opt"] = [_SECCOMP_UNCONFINED]
+    security_opt = [_SECCOMP_UNCONFINED] if spec.seccomp == "Unconfined" else []
+    if spec.allow_privilege_escalation is False:
+        security_opt.append("no-new-privileges")
+    if security_opt:
+        options["security_opt"] = security_opt
     if spec.add_capabilities:
         options["cap_add"] = list(spec.add_capabilities)
     if spec.drop_capabilities:

@@ -1,0 +1,31 @@
+"""Helpers several of the project's tests share (imported as ``helpers``: pytest puts
+tests/ on the path)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+def skip_unless_node_backend() -> None:
+    """Skip, naming what is missing, unless the node backend can run here."""
+    if os.geteuid() != 0:
+        pytest.skip("the node backend's private containerd needs root")
+    from sandcheck.clusters.backends import registry
+
+    why = registry.entry("node").unavailable()
+    if why:
+        pytest.skip(f"the node backend cannot run here: {why}")
+
+
+FAKE_RUNSC = """\
+# Claims gVisor's isolation profile (base = "runsc") while its handler runs runc.
+[runtimes.fake-runsc]
+base = "runsc"
+handler = "fake-runsc"
+runtime_type = "io.containerd.runc.v2"
+options = { BinaryName = "runc" }
+binaries = ["runc", "containerd-shim-runc-v2"]
+"""
+"""An impostor for catalog files (``--catalog``): the security suites must fail it."""
