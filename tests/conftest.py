@@ -12,6 +12,21 @@ import pytest
 from helpers import skip_unless_node_backend
 
 ROOT = Path(__file__).resolve().parent.parent
+FULL_REASON = ("part of the fuller run, not of every CI run (.ci/run covers the same ground "
+               "more cheaply): run `python3 -m pytest tests --full`")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--full", action="store_true",
+                     help="also run the tests marked full (slow duplicates of CI steps)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("full"):
+        return
+    for item in items:
+        if item.get_closest_marker("full"):
+            item.add_marker(pytest.mark.skip(reason=FULL_REASON))
 
 
 def started_node_backend(runtimes: str):

@@ -200,6 +200,7 @@ needs_kind = pytest.mark.skipif(
 
 @needs_kind
 @pytest.mark.integration
+@pytest.mark.full  # .ci/run certifies a two-worker kind cluster (through its registry) itself
 def test_certify_on_kind_reports_each_node_and_detects_tampering(tmp_path):
     bundle = tmp_path / "bundle"
     proc = subprocess.run(
