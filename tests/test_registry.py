@@ -216,3 +216,31 @@ def test_image_option_needs_a_kubernetes_backend_and_one_source():
     reuse = collect("--backend", "kind", "--kind-registry", "--kind-cluster", "c")
     assert reuse.returncode != 0 and "push the image with `sandcheck push-image`" in \
         reuse.stdout + reuse.stderr
+
+
+@needs_registry
+@pytest.mark.integration
+@pytest.mark.full  # .ci/run's kind certification pulls through --kind-registry the same way
+def test_image_option_makes_a_local_cluster_pull_from_the_registry(probe_image, tmp_path,
+                                                                   run_suite):
+    """--image on the local backend: pods name the pushed reference with IfNotPresent and
+    the node's containerd pulls it from the loopback registry."""
+    from sandcheck.clusters.backends import registry
+    from sandcheck.clusters.registry.distribution import LoopbackRegistry
+
+    why = registry.entry("local").unavailable()
+    if why:
+        pytest.skip(f"the local backend cannot run here: {why}")
+    with LoopbackRegistry(new_run_id()) as reg:
+        pushed = push_image(f"{reg.host}/sandcheck/probe:pulled", docker_config=tmp_path)
+        assert pushed.returncode == 0, pushed.stderr
+        ref = pushed.stdout.strip()
+        proc, checks = run_suite("suites/isolation", "-k", "kernel_identity", "--backend",
+                                 "local", "--runtimes", "runc", "--image", ref)
+        pulls = [line for line in reg.requests() if "/manifests/pulled" in line
+                 and "containerd" in line]
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    env = json.loads((tmp_path / "report" / "results.json").read_text())["environment"]
+    assert (env["probe_image"], env["image_pull_policy"]) == (ref, "IfNotPresent")
+    assert pulls, "the node's containerd never asked the registry for the image"
+    assert [c["status"] for c in checks.values()] == ["passed"]

@@ -311,6 +311,10 @@ class KubeCluster:
     def image_from_registry(self) -> bool:
         return self.pull_policy != "Never"
 
+    def image_environment(self) -> dict[str, str]:
+        """Which image the pods named and how nodes got it (evidence in every report)."""
+        return {"probe_image": self.image_ref, "image_pull_policy": self.pull_policy}
+
     def ensure_namespace(self, timeout: float = TIMEOUTS.pod_start) -> str:
         """The run's namespace, with its default ServiceAccount (pods need it to exist)."""
         from kubernetes.client.rest import ApiException

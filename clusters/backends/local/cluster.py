@@ -311,7 +311,8 @@ class LocalCluster(KubeCluster):
         env: dict[str, Any] = {"backend": self.name, "kubernetes": self.server_version(),
                                "kubernetes_pinned": KUBERNETES_VERSION,
                                "etcd_pinned": ETCD_VERSION,
-                               "start_seconds": {k: round(v, 2) for k, v in self.timings.items()}}
+                               "start_seconds": {k: round(v, 2) for k, v in self.timings.items()},
+                               **self.image_environment()}
         try:
             info = self.core.read_node(NODE_NAME,
                                        _request_timeout=TIMEOUTS.api_call).status.node_info
