@@ -137,7 +137,8 @@ def cmd_catalog(args) -> int:
 def cmd_provision(args) -> int:
     from sandcheck.clusters.provision.install import provision
     provision(_catalog(args).select(args.runtimes), kubernetes=args.kubernetes,
-              docker=args.docker, kind=args.kind, registry=args.registry)
+              docker=args.docker, kind=args.kind, registry=args.registry,
+              upstream=args.upstream)
     return 0
 
 
@@ -266,6 +267,9 @@ def parser() -> argparse.ArgumentParser:
     pv.add_argument("--registry", action="store_true",
                     help="also build CNCF Distribution's registry (--kind-registry, push-image "
                          "tests)")
+    pv.add_argument("--upstream", action="store_true",
+                    help="also build critest (cri-tools' CRI validation suite) and the registry "
+                         "its image specs pull from (suites/upstream)")
     pv.set_defaults(func=cmd_provision)
 
     cl = sub.add_parser("cleanup", help="remove what a crashed run left behind")

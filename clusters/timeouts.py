@@ -52,6 +52,8 @@ class Timeouts:
     """go mod download/tidy of a large module graph."""
     go_build: float = 5400.0
     """A cold Go build on two busy cores."""
+    critest: float = 1800.0
+    """One critest run of the whole suite for one handler (runsc's takes minutes)."""
 
 
 TIMEOUTS = Timeouts()

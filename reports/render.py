@@ -24,8 +24,8 @@ from sandcheck.reports.spread import median_ratio, ratio_text
 from sandcheck.reports.surface import surface_html, surface_markdown
 from sandcheck.reports.verdict import check_anchor, verdict_html, verdict_markdown
 
-STATUS_RANK = {"skipped": 0, "passed": 1, "failed": 2, "error": 3}
-ICONS = {"passed": "✅", "failed": "❌", "skipped": "⏭", "error": "💥"}
+STATUS_RANK = {"skipped": 0, "passed": 1, "deviation": 2, "failed": 3, "error": 4}
+ICONS = {"passed": "✅", "failed": "❌", "skipped": "⏭", "error": "💥", "deviation": "🔶"}
 NO_RUNTIME = "any"
 """Column for checks that are not parametrized by runtime."""
 REFERENCE = "runc"
@@ -145,7 +145,7 @@ def conformance(results: Results) -> tuple[list[str], list[str], Cells]:
 
 
 def worst(checks: list[Check]) -> str:
-    return max((c.status for c in checks), key=lambda s: STATUS_RANK.get(s, 3))
+    return max((c.status for c in checks), key=lambda s: STATUS_RANK.get(s, 4))
 
 
 def metric_groups(results: Results) -> dict[str, list[Metric]]:
@@ -160,6 +160,8 @@ def metric_groups(results: Results) -> dict[str, list[Metric]]:
 
 def totals(results: Results) -> dict[str, int]:
     counts = {s: 0 for s in ("passed", "failed", "skipped", "error")}
+    if any(c.status == "deviation" for c in results.checks):
+        counts["deviation"] = 0
     for c in results.checks:
         counts[c.status] = counts.get(c.status, 0) + 1
     return counts
@@ -192,6 +194,7 @@ table.env table{margin:0;width:100%}
 td.st{text-align:center;font-weight:600;white-space:nowrap;cursor:help;min-width:64px}
 .s-passed{background:#d9f2df;color:#17602a}.s-failed{background:#fbd9d9;color:#9b1c1c}
 .s-skipped{background:#eceef2;color:#5b6475}.s-error{background:#ffe4bf;color:#8a4b00}
+.s-deviation{background:#fff1c2;color:#7a5b00}
 .none{color:#b0b6c2;text-align:center}
 .chip{display:inline-block;padding:2px 10px;border-radius:10px;margin-right:6px;font-weight:600}
 tfoot td{font-weight:600;background:#f7f8fa}
@@ -199,7 +202,8 @@ tfoot td{font-weight:600;background:#f7f8fa}
  padding:8px 14px;margin:10px 0;border-radius:3px}
 details.check{padding:3px 12px;margin:4px 0}
 .check.error{border-left-color:#d97706}.check.passed{border-left-color:#3f9a57}
-.check.skipped{border-left-color:#9aa3b2}.check h3:first-child{margin-top:4px}
+.check.skipped{border-left-color:#9aa3b2}.check.deviation{border-left-color:#c79a00}
+.check h3:first-child{margin-top:4px}
 .check .msg{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12.5px;
  white-space:pre-wrap;color:#9b1c1c}
 pre{background:#1e2430;color:#e6e9ef;padding:8px 10px;border-radius:3px;overflow:auto;
@@ -533,7 +537,8 @@ def md_conformance(results: Results) -> list[str]:
         column = [c for (_, r), cs in cells.items() if r == rt for c in cs]
         passed.append(f"{sum(c.status == 'passed' for c in column)}/{len(column)}")
     out += ["| **passed** | " + " | ".join(passed) + " |", "",
-            "✅ passed · ❌ failed · ⏭ skipped · 💥 error · `·` not run", ""]
+            "✅ passed · ❌ failed · ⏭ skipped · 💥 error · 🔶 declared deviation · `·` not run",
+            ""]
     return out
 
 
@@ -558,6 +563,8 @@ def md_metrics(results: Results) -> list[str]:
 def md_failures(results: Results) -> list[str]:
     out: list[str] = []
     for title, checks in (("Failures", problems(results)),
+                          ("Declared deviations", [c for c in results.checks
+                                                   if c.status == "deviation"]),
                           ("Skipped, and why", [c for c in results.checks
                                                 if c.status == "skipped"])):
         if not checks:

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 1
-STATUSES = ("passed", "failed", "skipped", "error")
+STATUSES = ("passed", "failed", "skipped", "error", "deviation")
+"""``deviation``: an upstream spec the runtime declares (with a source) it does not meet."""
 
 
 @dataclass

@@ -57,6 +57,11 @@ class RuntimeVerdict:
         return sum(c.status == "skipped" for c in self.checks)
 
     @property
+    def deviations(self) -> int:
+        """Upstream specs the runtime declares it does not meet (they fail nothing)."""
+        return sum(c.status == "deviation" for c in self.checks)
+
+    @property
     def status(self) -> str:
         if self.failed:
             return "failed"
@@ -68,6 +73,8 @@ class RuntimeVerdict:
         if self.failed:
             return f"{len(self.failed)} of {len(self.checks)} checks failed"
         skipped = f", {self.skipped} skipped" if self.skipped else ""
+        if self.deviations:
+            skipped += f", {self.deviations} declared deviations"
         counted = f"{self.passed} of {len(self.checks)} checks passed{skipped}"
         if any(c.id.startswith("isolation.") for c in self.checks):
             return f"isolates as expected: {counted}"

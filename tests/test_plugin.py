@@ -217,3 +217,37 @@ def test_skip_reasons_reach_results_and_reports(inner, pytester):
     summary = (report_dir / "summary.md").read_text()
     for reason in (in_call, in_setup):
         assert reason in summary, f"summary.md lacks the skip reason {reason!r}:\n{summary}"
+
+
+SUBCHECK_FILE = '''
+import pytest
+
+
+def test_upstream(backend, runtime, record_check):
+    record_check("upstream.one", "passed", seconds=0.5)
+    record_check("upstream.two", "deviation", "declared deviation (vendor docs): boom",
+                 [{"what": "spec", "output": "timeline"}])
+    record_check("upstream.three", "skipped", "not run offline: no digest")
+    with pytest.raises(ValueError, match="not one of"):
+        record_check("upstream.four", "flaky")
+'''
+
+
+def test_checks_that_are_not_pytest_items_are_recorded_with_their_own_status(inner, pytester):
+    """An upstream suite's specs: each a check with the calling check's runtime, its own
+    status (a deviation too) and evidence; reports count and list the deviation."""
+    pytester.makepyfile(test_sub=SUBCHECK_FILE)
+    result, report_dir = inner()
+    result.assert_outcomes(passed=1)
+    checks = {c["id"]: c for c in _results(report_dir)["checks"]}
+    assert sorted(checks)[1:] == ["upstream.one", "upstream.three", "upstream.two"]
+    assert sorted(checks)[0].endswith(".upstream")  # the calling check itself
+    two = checks["upstream.two"]
+    assert (two["status"], two["runtime"]) == ("deviation", "runc")
+    assert two["evidence"] == [{"what": "spec", "output": "timeline"}]
+    assert two["nodeid"] == "test_sub.py::test_upstream[runc]::upstream.two"
+    assert checks["upstream.one"]["duration_seconds"] == 0.5
+    summary = (report_dir / "summary.md").read_text()
+    assert "## Declared deviations" in summary and "declared deviation (vendor docs)" in summary
+    assert "1 declared deviations" in summary
+    assert "1 deviation" in (report_dir / "report.html").read_text()

@@ -144,7 +144,7 @@ class FakeGo:
         else:
             out, packages = Path(argv[argv.index("-o") + 1]), argv[argv.index("-o") + 2:]
         for pkg in packages:
-            exe = out / tools.exe_name(pkg)
+            exe = out / tools.exe_name(pkg, test_binary=argv[1:3] == ["test", "-c"])
             exe.write_text("#!/bin/sh\n")
             exe.chmod(0o755)
 
@@ -169,6 +169,7 @@ def test_a_stamp_written_by_a_build_is_read_back_and_reused(cache, tmp_path, mon
     {"link_vars": {"example.com/hello/version.Date": "{released}"}},
     {"patches": (SourcePatch("cmd/hello/main.go", "a", "b", "test"),)},
     {"build_module": tools.BuildModule(lambda gomod, version: gomod, revision=2)},
+    {"test_binary": True},
 ])
 def test_a_changed_recipe_invalidates_the_cached_build(cache, tmp_path, monkeypatch, change):
     FakeGo(monkeypatch, tmp_path)
@@ -218,6 +219,32 @@ def test_stamps_of_the_earlier_tool_format_are_still_reused(cache):
         "build_seconds": 54.8,
     }))
     assert gobuild.cached(tool) == tool.binaries()
+
+
+def test_a_test_binary_is_built_with_go_test_in_a_copy_of_the_module(cache, tmp_path,
+                                                                     monkeypatch):
+    """critest is cri-tools' e2e suite compiled by ``go test -c``: ``go install`` cannot take
+    it, so it is built in a copy of the module and linked under its own name."""
+    module = tmp_path / "module"
+    (module / "cmd" / "suite").mkdir(parents=True)
+    go = FakeGo(monkeypatch, module)
+    suite = GoTool(name="suite", module="example.com/hello", version="v1.0.0",
+                   packages={"suite": "example.com/hello/cmd/suite"}, test_binary=True)
+    got = gobuild.build(suite, progress=lambda _: None)
+    assert got == {"suite": suite.target() / "suite.test"}
+    (argv,) = go.builds
+    assert argv[1:3] == ["test", "-c"] and argv[-1] == "./cmd/suite"
+    assert gobuild.read_stamp(suite.target())["test_binary"] is True
+
+
+def test_the_test_binary_field_leaves_existing_stamps_as_they_were():
+    """Tools that are not test binaries write no ``test_binary`` key: caches made before
+    the field existed stay valid."""
+    for tool in (tools.CRI_TOOLS, tools.CONTAINERD17, tools.GVISOR, tools.REGISTRY):
+        assert "test_binary" not in gobuild.stamp_identity(tool)
+    assert gobuild.stamp_identity(tools.CRITEST)["test_binary"] is True
+    assert tools.CRITEST.binaries()["critest"].name == "critest.test"
+    assert tools.CRITEST.version == tools.CRI_TOOLS.version == pins.CRI_TOOLS_VERSION
 
 
 def test_missing_go_says_what_to_install(monkeypatch):

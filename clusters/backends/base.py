@@ -227,15 +227,37 @@ class DockerBackendProtocol(Backend, Protocol):
 
 @runtime_checkable
 class CriNode(Protocol):
-    """A containerd the suite can drive with crictl, as its backend drives it."""
+    """A containerd the suite can drive with crictl (or any CRI client, such as critest),
+    as its backend drives it."""
 
     workdir: Path
+
+    @property
+    def endpoint(self) -> str:
+        """The CRI endpoint (``unix://...``)."""
+        ...
+
+    @property
+    def containerd_log(self) -> Path: ...
+
+    @property
+    def registry_config_path(self) -> Path:
+        """containerd's registry host configuration (``config_path``)."""
+        ...
 
     def crictl(self, *args: str, timeout: float = TIMEOUTS.command, check: bool = True): ...
 
     def pod_config(self, spec: PodSpec, name: str) -> dict[str, Any]: ...
 
     def container_config(self, spec: PodSpec) -> dict[str, Any]: ...
+
+    def import_image(self, archive: Path) -> None:
+        """An image archive into CRI's namespace, under the names its index gives."""
+        ...
+
+    def route_registries(self, server: str) -> Path:
+        """Send every pull, of any registry host, to ``server``; returns the hosts file."""
+        ...
 
 
 @runtime_checkable

@@ -1,7 +1,9 @@
 """The node backend: no Kubernetes; pods made over CRI with crictl, as kubelet makes them.
 
 A private containerd (config written by the patcher, handlers verified before use),
-CNI bridge networking on a per-run bridge, and the probe image imported offline.
+CNI bridge networking on a per-run bridge (with portmap for pods' host ports), the probe
+image imported offline, and a registry host configuration of its own (``config_path``) a
+suite can point at a loopback registry.
 Every sandbox carries the run label; everything lives under one work dir, and every
 process (containerd, its shims, every pod) in one cgroup tree named by the run, so a stop,
 a failure or Ctrl-C leaves nothing behind, even with containerd dead, and
@@ -32,14 +34,20 @@ from sandcheck.clusters.backends.base import (
 )
 from sandcheck.clusters.catalog import Runtime
 from sandcheck.clusters.containerd import config as cc
+from sandcheck.clusters.containerd import hosts
 from sandcheck.clusters.containerd.config import containerd_version
 from sandcheck.clusters.containerd.daemon import PrivateContainerd
-from sandcheck.clusters.containerd.images import ProbeImage, import_into_containerd
+from sandcheck.clusters.containerd.images import (
+    ProbeImage,
+    import_archive,
+    import_into_containerd,
+)
 from sandcheck.clusters.containerd.podconfig import container_config, sandbox_config
 from sandcheck.clusters.errors import ComponentError, UserError
 from sandcheck.clusters.host import proc as hostproc
 from sandcheck.clusters.host import runcgroups
 from sandcheck.clusters.host.cgroups import cgroup_mode
+from sandcheck.clusters.host.hostports import idle_chains_removed
 from sandcheck.clusters.host.workdir import WORK_BASE, claim, delete_tree, run_id_of
 from sandcheck.clusters.progress import Progress, quiet
 from sandcheck.clusters.provision.paths import containerd17_path_dir, path_dir, search_path
@@ -186,17 +194,21 @@ class NodeBackend:
         # some VMs and CI containers; restricting it to containerd's own score always works.
         runtime_settings = {"restrict_oom_score_adj": True, "cni": cni}
         default = self.runtimes[0].handler
+        # Pulls follow the run's own registry host configuration, never the host's.
+        registry = {"config_path": str(self.registry_config_path)}
         if schema == 2:
             plugins["io.containerd.grpc.v1.cri"] = {
                 **runtime_settings,
                 "sandbox_image": self.image.alias,
                 "netns_mounts_under_state_dir": True,
                 "containerd": {"snapshotter": "overlayfs", "default_runtime_name": default},
+                "registry": registry,
             }
         else:
             doc["imports"] = []
             plugins["io.containerd.cri.v1.images"] = {
-                "snapshotter": "overlayfs", "pinned_images": {"sandbox": self.image.alias}}
+                "snapshotter": "overlayfs", "pinned_images": {"sandbox": self.image.alias},
+                "registry": registry}
             plugins["io.containerd.cri.v1.runtime"] = {
                 **runtime_settings,
                 "netns_mounts_under": str(self.workdir / "netns"),
@@ -227,6 +239,9 @@ class NodeBackend:
                  "ipMasq": False, "hairpinMode": True,
                  "ipam": {"type": "host-local", "ranges": [[{"subnet": pod_subnet(self.run_id)}]],
                           "dataDir": str(self.workdir / "cni-ipam")}},
+                # A pod's hostPort mappings (kubelet's and critest's), 127.0.0.1 included;
+                # a pod without mappings gets no rule. Its chains go at stop().
+                {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True},
                 {"type": "loopback"},
             ],
         }
@@ -312,6 +327,28 @@ class NodeBackend:
 
     def cri_node(self) -> NodeBackend:
         return self
+
+    @property
+    def endpoint(self) -> str:
+        """containerd's CRI endpoint (``unix://...``), for CRI clients other than crictl."""
+        return self.daemon.endpoint
+
+    @property
+    def containerd_log(self) -> Path:
+        return self.daemon.log_path
+
+    @property
+    def registry_config_path(self) -> Path:
+        """containerd's ``config_path``: one ``<host>/hosts.toml`` per registry host."""
+        return self.workdir / "etc" / "certs.d"
+
+    def import_image(self, archive: Path) -> None:
+        """An image archive into CRI's namespace, under the names its index gives."""
+        import_archive(archive, str(self.daemon.socket), CRI_NAMESPACE, ctr=self._ctr())
+
+    def route_registries(self, server: str) -> Path:
+        """Send every pull, of any registry host, to ``server``; returns the hosts file."""
+        return hosts.route_all(self.registry_config_path, server)
 
     def inspect_pod(self, pod: NodePod) -> dict[str, Any]:
         return pod.inspect()
@@ -410,11 +447,15 @@ def sandbox_pids(daemon: PrivateContainerd, pod_id: str) -> list[int]:
     return sorted(pids)
 
 
-def remove_network(run_id: str) -> None:
-    """Delete the run's bridge (CNI leaves it when the last pod goes)."""
+def remove_network(run_id: str) -> list[str]:
+    """Delete the run's bridge (CNI leaves it when the last pod goes) and portmap's chains
+    once no pod maps a host port; returns what was done."""
+    done = []
     name = bridge_name(run_id)
     if Path("/sys/class/net", name).exists():
         hostproc.run(["ip", "link", "delete", name], check=False, timeout=TIMEOUTS.command)
+        done.append(f"ip link delete {name}")
+    return done + idle_chains_removed()
 
 
 def default_containerd(requested: str | None = None) -> str:
@@ -457,7 +498,4 @@ def remove_leftovers(workdir: Path) -> list[str]:
     and its CNI bridge."""
     run_id = run_id_of(workdir)
     done = runcgroups.release(runcgroups.run_cgroup(run_id, NodeBackend.name))
-    if Path("/sys/class/net", bridge_name(run_id)).exists():
-        remove_network(run_id)
-        done.append(f"ip link delete {bridge_name(run_id)}")
-    return done
+    return done + remove_network(run_id)

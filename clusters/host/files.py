@@ -1,13 +1,30 @@
 """Writing a node's files safely: a timestamped backup first, then a temp file in the same
 directory renamed over the target, so a reader (containerd on restart) sees the old file
-or the new one, never half of one."""
+or the new one, never half of one; and an exclusive lock file for what one process at a
+time may do on this machine."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import fcntl
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+
+
+@contextlib.contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """An exclusive flock on ``path`` for the block (concurrent runs build or install
+    once; one critest at a time holds its fixed host ports)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def backup(path: Path) -> Path:

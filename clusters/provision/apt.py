@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 from sandcheck.clusters.errors import UserError
 from sandcheck.clusters.progress import Progress
@@ -61,3 +62,33 @@ def apt_install(packages: Iterable[str], progress: Progress = STDERR) -> list[st
     run(["apt-get", "install", "-y", "--no-install-recommends", *missing], timeout=TIMEOUTS.apt,
         env=env)
     return missing
+
+
+def apt_unpack(package: str, dest: Path, progress: Progress = STDERR) -> Path:
+    """A Debian package's files unpacked into ``dest`` (``apt-get download``, then
+    ``dpkg-deb -x``), never installed: for a package that conflicts with one the host needs
+    (Debian's busybox beside busybox-static). Done once; returns ``dest``."""
+    done = dest / ".unpacked"
+    if done.is_file():
+        return dest
+    for tool in ("apt-get", "dpkg-deb"):
+        if shutil.which(tool) is None:
+            raise UserError(f"unpacking the Debian package {package} needs {tool}: this "
+                            "host has none (a Debian or Ubuntu host has both)")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    if not _has_candidate(package, env):
+        progress("apt-get update")
+        run(["apt-get", "update"], timeout=TIMEOUTS.apt, env=env)
+    debs = dest.parent / f".{dest.name}.download"
+    shutil.rmtree(debs, ignore_errors=True)
+    debs.mkdir(parents=True)
+    try:
+        progress(f"apt-get download {package} (unpacked into {dest}, not installed)")
+        run(["apt-get", "download", package], timeout=TIMEOUTS.apt, env=env, cwd=debs)
+        (deb,) = debs.glob("*.deb")
+        shutil.rmtree(dest, ignore_errors=True)
+        run(["dpkg-deb", "-x", str(deb), str(dest)], timeout=TIMEOUTS.command)
+        done.write_text(deb.name + "\n")
+    finally:
+        shutil.rmtree(debs, ignore_errors=True)
+    return dest

@@ -4,8 +4,9 @@ A build is reused while its stamp (``bin/LABEL/.stamp.json``) names the same too
 version, packages, tags, link variables, patches, build module revision) and every binary
 is there: checking needs no Go and no network. Concurrent runs build once (a flock). Three
 ways to build, chosen by the tool: ``go install PKG@VERSION``; ``go build`` in a copy of
-the module (go.mod directives ``go install`` refuses, or source patches); ``go build`` in a
-generated build module (Kubernetes, etcd: see kubernetes.py).
+the module (go.mod directives ``go install`` refuses, source patches, or a test binary:
+``go test -c``); ``go build`` in a generated build module (Kubernetes, etcd: see
+kubernetes.py).
 
 Layout under ``cache_dir()``:
   go/mod, go/build, go/tmp  GOMODCACHE, GOCACHE and GOTMPDIR, shared by every build
@@ -18,7 +19,6 @@ Layout under ``cache_dir()``:
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import re
@@ -27,17 +27,18 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from sandcheck.clusters.errors import ComponentError, UserError
+from sandcheck.clusters.host.files import locked
 from sandcheck.clusters.progress import Progress
 from sandcheck.clusters.provision.command import STDERR, run
 from sandcheck.clusters.provision.paths import cache_dir
 from sandcheck.clusters.provision.pins import GO_MIN
-from sandcheck.clusters.provision.tools import GoTool, SourcePatch, exe_name
+from sandcheck.clusters.provision.tools import GoTool, SourcePatch
 from sandcheck.clusters.timeouts import TIMEOUTS, WaitTimeout, wait_until
 
 GO_FALLBACKS = ("/usr/local/go/bin/go", "/usr/lib/go/bin/go")
@@ -101,18 +102,6 @@ def go_env(tags: Sequence[str] = ()) -> dict[str, str]:
     return env
 
 
-@contextlib.contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """An exclusive flock, so concurrent runs build or install once."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
 # --- the stamp -----------------------------------------------------------------------------
 
 
@@ -135,6 +124,8 @@ def stamp_identity(tool: GoTool) -> dict[str, Any]:
         ident["strip"] = True
     if tool.build_module is not None:
         ident["build_module"] = tool.build_module.revision
+    if tool.test_binary:
+        ident["test_binary"] = True
     return ident
 
 
@@ -209,14 +200,15 @@ def _build_into(tool: GoTool, target: Path, go: str, progress: Progress) -> floa
         module = download(go, env, tool.module, tool.version, log)
         flags = [f"-ldflags={ldflags(tool, module.released)}"]
         packages = sorted(set(tool.packages.values()))
+        verb = ["test", "-c"] if tool.test_binary else ["build"]
         if tool.build_module is not None:
             cwd = prepare_build_module(tool, module.gomod, go, env, log, progress)
-            argv = [go, "build", *flags, "-o", f"{tmp}/", *packages]
-        elif tool.from_source or tool.patches:
+            argv = [go, *verb, *flags, "-o", f"{tmp}/", *packages]
+        elif tool.from_source or tool.patches or tool.test_binary:
             copy_module(module.dir, src, tool.patches, tool.label)
             cwd = src
             rel = ["./" + p[len(tool.module):].lstrip("/") for p in packages]
-            argv = [go, "build", *flags, "-o", f"{tmp}/", *rel]
+            argv = [go, *verb, *flags, "-o", f"{tmp}/", *rel]
         else:
             env["GOBIN"] = str(tmp)
             cwd = cache_dir() / "go"
@@ -224,10 +216,10 @@ def _build_into(tool: GoTool, target: Path, go: str, progress: Progress) -> floa
         run_logged(argv, cwd=cwd, env=env, log=log, timeout=TIMEOUTS.go_build,
                    what=f"building {tool.label}", poll=_link_reporter(tool, tmp, progress))
         seconds = round(time.monotonic() - start, 1)
-        for link, pkg in tool.packages.items():
-            if not (tmp / exe_name(pkg)).is_file():
+        for link, exe in tool.binaries().items():
+            if not (tmp / exe.name).is_file():
                 raise GoBuildError(f"building {tool.label}: go succeeded but wrote no "
-                                   f"{exe_name(pkg)} ({link})\nfull log: {log}", log)
+                                   f"{exe.name} ({link})\nfull log: {log}", log)
         stamp = {**stamp_identity(tool), "go": ".".join(map(str, go_version(go))),
                  "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                  "build_seconds": seconds, "log": str(log)}
@@ -248,9 +240,9 @@ def _link_reporter(tool: GoTool, tmp: Path, progress: Progress) -> Callable[[], 
     done: set[str] = set()
 
     def poll() -> None:
-        for link, pkg in tool.packages.items():
+        for link, exe in tool.binaries().items():
             try:
-                size = (tmp / exe_name(pkg)).stat().st_size
+                size = (tmp / exe.name).stat().st_size
             except OSError:
                 continue
             if link not in done and sizes.get(link) == size:

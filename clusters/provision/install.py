@@ -16,7 +16,7 @@ from typing import Any
 from sandcheck.clusters.catalog import Runtime
 from sandcheck.clusters.errors import ComponentError, UserError
 from sandcheck.clusters.progress import Progress
-from sandcheck.clusters.provision.apt import apt_install
+from sandcheck.clusters.provision.apt import apt_install, apt_unpack
 from sandcheck.clusters.provision.command import STDERR
 from sandcheck.clusters.provision.gobuild import build
 from sandcheck.clusters.provision.hostprep import (
@@ -31,18 +31,21 @@ from sandcheck.clusters.provision.paths import (
     containerd2_path_dir,
     containerd17_path_dir,
     path_dir,
+    unpacked_dir,
     which,
 )
 from sandcheck.clusters.provision.tools import (
     CONTAINERD2,
     CONTAINERD17,
     CRI_TOOLS,
+    CRITEST,
     GVISOR,
     GVISOR_SHIM_OOM_TOLERANT,
     KIND,
     REGISTRY,
 )
 from sandcheck.clusters.provision.versions import versions
+from sandcheck.clusters.upstream.criimages import BUSYBOX_PACKAGE
 
 # containerd 1.6 for `verify`; CNI plugins for pod networking; gcc, libc6-dev and
 # busybox-static for the probe image; iproute2 and iptables for bridges; openssl for certs.
@@ -97,6 +100,7 @@ def provision(
     docker: bool = False,
     kind: bool = False,
     registry: bool = False,
+    upstream: bool = False,
     progress: Progress = STDERR,
 ) -> dict[str, Any]:
     """Install or build what ``runtimes`` need; returns a report (see ``Provisioned``).
@@ -112,7 +116,9 @@ def provision(
     for the docker backend's private dockerd. ``kind`` builds kind, the Kubernetes binaries
     (kubeadm among them) and the plain kind node image (after installing debootstrap and
     docker.io). ``registry`` builds CNCF Distribution's registry (the kind backend's
-    ``--kind-registry`` and the push-image tests).
+    ``--kind-registry`` and the push-image tests). ``upstream`` builds critest (cri-tools'
+    CRI validation suite, the pin crictl comes from), the registry its image specs pull
+    from, and unpacks Debian's busybox for its images (suites/upstream).
     """
     result = Provisioned(path_dir=path_dir())
     apt_install([*BASE_PACKAGES, *(p for rt in runtimes for p in rt.packages),
@@ -128,7 +134,10 @@ def provision(
     if kind:
         apt_install(KIND_PACKAGES, progress)
         built.update(build(KIND, progress))
-    if registry:
+    if upstream:
+        built.update(build(CRITEST, progress))
+        apt_unpack(BUSYBOX_PACKAGE, unpacked_dir(BUSYBOX_PACKAGE), progress)
+    if registry or upstream:
         built.update(build(REGISTRY, progress))
     result.binaries.update(install_links(built, progress=progress))
     if kind:

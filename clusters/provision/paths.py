@@ -34,6 +34,11 @@ def containerd17_path_dir() -> Path:
     return cache_dir() / "path-containerd17"
 
 
+def unpacked_dir(package: str) -> Path:
+    """Where ``apt_unpack`` puts a Debian package's files (not installed)."""
+    return cache_dir() / "debs" / package
+
+
 def search_path(extra_first: Sequence[Path] = ()) -> str:
     """PATH for processes sandcheck starts: its link dirs, then the inherited PATH."""
     parts = [str(p) for p in (*extra_first, path_dir())]

@@ -61,6 +61,10 @@ class GoTool:
     """Build inside a copy of the module (go.mod has directives ``go install`` refuses)."""
     patches: tuple[SourcePatch, ...] = ()
     build_module: BuildModule | None = None
+    test_binary: bool = False
+    """The programs are packages' tests (``go test -c``: critest is cri-tools' e2e suite
+    compiled as one test binary); built inside a copy of the module, as ``go test`` cannot
+    take ``PKG@VERSION``."""
 
     @property
     def label(self) -> str:
@@ -72,16 +76,17 @@ class GoTool:
 
     def binaries(self) -> dict[str, Path]:
         """Link name -> where the build puts that binary (built or not)."""
-        return {link: self.target() / exe_name(pkg) for link, pkg in self.packages.items()}
+        return {link: self.target() / exe_name(pkg, self.test_binary)
+                for link, pkg in self.packages.items()}
 
 
-def exe_name(package: str) -> str:
+def exe_name(package: str, test_binary: bool = False) -> str:
     """The file ``go build``/``go install`` writes for a main package: its last path
-    element, or the one before a major-version suffix (go.etcd.io/etcd/server/v3 -> server)."""
+    element, or the one before a major-version suffix (go.etcd.io/etcd/server/v3 -> server);
+    ``go test -c`` adds ``.test``."""
     parts = package.rstrip("/").split("/")
-    if len(parts) > 1 and re.fullmatch(r"v\d+", parts[-1]):
-        return parts[-2]
-    return parts[-1]
+    name = parts[-2] if len(parts) > 1 and re.fullmatch(r"v\d+", parts[-1]) else parts[-1]
+    return f"{name}.test" if test_binary else name
 
 
 GVISOR = GoTool(
@@ -121,6 +126,17 @@ CRI_TOOLS = GoTool(
     version=pins.CRI_TOOLS_VERSION,
     packages={"crictl": "sigs.k8s.io/cri-tools/cmd/crictl"},
     version_vars=("sigs.k8s.io/cri-tools/pkg/version.Version",),
+)
+
+# critest, cri-tools' CRI validation suite: a test binary (its Makefile runs
+# `go test -c ./cmd/critest`), from the same pin as crictl.
+CRITEST = GoTool(
+    name="critest",
+    module=CRI_TOOLS.module,
+    version=CRI_TOOLS.version,
+    packages={"critest": "sigs.k8s.io/cri-tools/cmd/critest"},
+    version_vars=CRI_TOOLS.version_vars,
+    test_binary=True,
 )
 
 

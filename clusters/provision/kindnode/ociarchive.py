@@ -30,12 +30,15 @@ CHUNK = 4 << 20
 
 @dataclass(frozen=True)
 class FileEntry:
-    """A file of a layer: its content from ``source`` (a path) or ``data``."""
+    """A file of a layer: its content from ``source`` (a path) or ``data``; with
+    ``hardlink``, a hard link to that file of the layer instead (busybox's applets, as
+    busybox's own image has them)."""
 
     path: str
     mode: int = 0o644
     source: Path | None = None
     data: bytes = b""
+    hardlink: str = ""
 
 
 def oci_arch() -> str:
@@ -64,14 +67,20 @@ def _info(name: str, kind: bytes, mode: int, size: int = 0) -> tarfile.TarInfo:
 
 
 def write_layer(dest: Path, files: Iterable[FileEntry], dirs: Mapping[str, int]) -> None:
-    """A layer tar of ``dirs`` (path -> mode) and ``files``, in name order, owned by root."""
+    """A layer tar of ``dirs`` (path -> mode) and ``files``, in name order (hard links after
+    every file, so each follows its target), owned by root."""
     entries: list[tuple[tarfile.TarInfo, FileEntry | None]] = [
         (_info(d, tarfile.DIRTYPE, mode), None) for d, mode in dirs.items()]
     for f in files:
+        if f.hardlink:
+            info = _info(f.path, tarfile.LNKTYPE, f.mode)
+            info.linkname = f.hardlink
+            entries.append((info, None))
+            continue
         size = f.source.stat().st_size if f.source is not None else len(f.data)
         entries.append((_info(f.path, tarfile.REGTYPE, f.mode, size), f))
     with tarfile.open(dest, "w", format=tarfile.PAX_FORMAT) as tar:
-        for info, f in sorted(entries, key=lambda e: e[0].name):
+        for info, f in sorted(entries, key=lambda e: (e[0].islnk(), e[0].name)):
             if f is None:
                 tar.addfile(info)
             elif f.source is not None:

@@ -1,0 +1,47 @@
+"""containerd's registry host configuration (``config_path``): where a pull of a host goes.
+
+containerd reads ``<config_path>/<host>/hosts.toml``, else ``<config_path>/_default/
+hosts.toml``, at every pull. A ``server`` there replaces the host itself, so with only
+``_default`` written every pull, of any host, goes to that server and nowhere else; the
+repository path is kept (``gcr.io/a/b:t`` -> ``<server>/v2/a/b/manifests/t``). containerd
+1.x pulls plain HTTP from a server given as ``http://``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import tomlkit
+
+from sandcheck.clusters.registry.reference import is_loopback
+
+DEFAULT_HOST = "_default"
+
+
+def route_all(config_path: Path, server: str) -> Path:
+    """Send every pull to ``server`` (``http://127.0.0.1:PORT``); returns the file."""
+    where = config_path / DEFAULT_HOST / "hosts.toml"
+    where.parent.mkdir(parents=True, exist_ok=True)
+    where.write_text(f'# every registry host: the run\'s loopback registry\nserver = "{server}"\n')
+    return where
+
+
+def endpoints(config_path: Path) -> dict[str, list[str]]:
+    """Host directory -> every endpoint its hosts.toml sends pulls to (server and hosts)."""
+    found: dict[str, list[str]] = {}
+    for hosts in sorted(config_path.glob("*/hosts.toml")):
+        data = tomlkit.parse(hosts.read_text()).unwrap()
+        urls = [*([data["server"]] if "server" in data else []), *(data.get("host") or {})]
+        found[hosts.parent.name] = urls
+    return found
+
+
+def non_loopback(config_path: Path) -> list[str]:
+    """Endpoints that would reach beyond this machine, and hosts with no hosts.toml of their
+    own when ``_default`` is missing (containerd would go to the host itself)."""
+    found = endpoints(config_path)
+    bad = [f"{host}: {url}" for host, urls in found.items() for url in urls
+           if not is_loopback(url.split("://", 1)[-1].split("/", 1)[0])]
+    if DEFAULT_HOST not in found:
+        bad.append(f"{DEFAULT_HOST}: missing, so unlisted hosts are pulled from themselves")
+    return bad

@@ -1,0 +1,89 @@
+"""critest's images on a node that reaches no registry but its own loopback one.
+
+The stand-ins containers run are imported into the node's containerd under critest's
+names; the ones its image specs pull by design are pushed to a registry on 127.0.0.1,
+and the node's registry host configuration sends every pull, of any registry host, there
+(``_default``): nothing can be pulled from beyond this machine.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from sandcheck.clusters.progress import Progress, quiet
+from sandcheck.clusters.registry.distribution import LoopbackRegistry
+from sandcheck.clusters.registry.push import push_archive
+from sandcheck.clusters.registry.reference import Target, is_loopback
+from sandcheck.clusters.upstream.criimages import StandIn, full_name, split_reference
+
+
+class ImageNode(Protocol):
+    """What the node must offer (the node backend's CRI node does)."""
+
+    def import_image(self, archive: Path) -> None: ...
+
+    def route_registries(self, server: str) -> Path: ...
+
+
+@dataclass
+class Served:
+    """Where each name critest uses comes from on this node."""
+
+    imported: list[str] = field(default_factory=list)
+    pushed: dict[str, str] = field(default_factory=dict)
+    """critest's name -> the registry reference its pull is sent to."""
+    hosts_file: Path | None = None
+
+    def as_evidence(self) -> dict:
+        return {"imported": self.imported, "served by the loopback registry": self.pushed,
+                "registry host configuration": str(self.hosts_file)}
+
+
+def registry_target(registry_host: str, name: str) -> Target:
+    """Where a pull of ``name`` lands once every host is routed to the registry: the same
+    repository and tag on it."""
+    _, repository, tag = split_reference(name)
+    return Target(registry_host, repository, tag)
+
+
+def serve(node: ImageNode, registry: LoopbackRegistry, archives: dict[StandIn, Path],
+          progress: Progress = quiet) -> Served:
+    served = Served()
+    for stand_in, archive in archives.items():
+        if not stand_in.pulled:
+            node.import_image(archive)
+            served.imported += [full_name(n) for n in stand_in.names]
+            continue
+        for name in stand_in.names:
+            target = registry_target(registry.host, name)
+            push_archive(archive, target)
+            served.pushed[full_name(name)] = str(target)
+    served.hosts_file = node.route_registries(f"http://{registry.host}")
+    progress(f"critest images: {len(served.imported)} imported, {len(served.pushed)} served "
+             f"by the registry on {registry.host}, every registry host routed there")
+    return served
+
+
+# How a pull's network attempt shows in containerd's and critest's logs, on a line about a
+# pull: the registry URL (a resolve or fetch error), a DNS lookup of its host, or a dial of
+# its address.
+_PULL_LINE = re.compile(r"pull|resolv|fetch|/v2/|manifest|blob", re.IGNORECASE)
+_ATTEMPT = re.compile(r'https?://(?P<url>[^/\s"\\]+)|lookup (?P<lookup>[\w.-]+)'
+                      r'|dial tcp[46]? (?P<dial>\[?[0-9a-fA-F.:]+\]?:\d+)')
+
+
+def remote_attempts(log_text: str) -> list[str]:
+    """Pull attempts in a log that would leave this machine: registry URLs, lookups and
+    dials of anything but a loopback address, each host once with its first line."""
+    found: dict[str, str] = {}
+    for line in log_text.splitlines():
+        if not _PULL_LINE.search(line):
+            continue
+        for m in _ATTEMPT.finditer(line):
+            host = m.group("url") or m.group("lookup") or m.group("dial")
+            if not is_loopback(host) and host not in found:
+                found[host] = line.strip()[:300]
+    return [f"{host}: {line}" for host, line in found.items()]

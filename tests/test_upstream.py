@@ -1,0 +1,375 @@
+"""The upstream suite (critest): its JUnit reading, the judgment of declared deviations, the
+stand-in images and where each name's pull goes, and the offline guarantees; then critest
+itself, a small focus of it, on the node backend for runc.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from sandcheck.clusters.catalog import BUILTIN, Catalog
+from sandcheck.clusters.containerd import hosts
+from sandcheck.clusters.errors import UserError
+from sandcheck.clusters.host import sysvipc
+from sandcheck.clusters.provision import pins
+from sandcheck.clusters.provision.paths import cache_dir
+from sandcheck.clusters.upstream import criimages
+from sandcheck.clusters.upstream.critest import OFFLINE_SKIPS, critest_argv, skip_regex
+from sandcheck.clusters.upstream.junit import read_junit, spec_name
+from sandcheck.clusters.upstream.offline import registry_target, remote_attempts
+from sandcheck.clusters.upstream.verdicts import STALE, check_id, judge, judge_all, slug
+
+HOSTIPC = "Security Context NamespaceOption runtime should support HostIpc is true"
+DIGEST = ("Image Manager public image with digest should be pulled and removed [Conformance] "
+          "[Serial]")
+UNSAFE = "PodSandbox runtime should support sysctls should support unsafe sysctls"
+FAILURE = ('message="Expected&#xA;    &lt;string&gt;: x&#xA;to contain substring 7" '
+           'type="failed">[FAILED] Expected&#xA;In [It] at: sigs.k8s.io/cri-tools/pkg/'
+           'validate/security_context_linux.go:180 @ 11/26/26&#xA;')
+JUNIT = f"""<?xml version="1.0" encoding="UTF-8"?>
+<testsuites tests="6" disabled="1" errors="0" failures="2" time="3.5">
+  <testsuite name="CRI validation" tests="6" skipped="2" failures="2" time="3.5">
+    <testcase name="[BeforeSuite]" classname="CRI validation" status="passed" time="0.1">
+      <system-err>INFO: Testing context container image list</system-err>
+    </testcase>
+    <testcase name="[It] [k8s.io] Container runtime should support execSync [Conformance]"
+              classname="CRI validation" status="passed" time="0.4"/>
+    <testcase name="[It] [k8s.io] {HOSTIPC}" status="failed" time="1.5">
+      <failure {FAILURE}</failure>
+      <system-err>STEP: create podSandbox for security context HostIPC is NODE</system-err>
+    </testcase>
+    <testcase name="[It] [k8s.io] {UNSAFE}" status="panicked" time="0.2">
+      <failure message="runtime error: index out of range" type="panicked"></failure>
+    </testcase>
+    <testcase name="[It] [k8s.io] NRI pod sandbox lifecycle should receive RunPodSandbox [Serial]"
+              classname="CRI validation" status="skipped" time="0.001">
+      <skipped message="skipped - NRI socket not configured (use -nri-socket flag)"></skipped>
+    </testcase>
+    <testcase name="[It] [k8s.io] {DIGEST}" status="skipped" time="0">
+      <skipped message="skipped"></skipped>
+    </testcase>
+    <testcase name="[It] [k8s.io] Streaming runtime should support attach [Conformance]"
+              classname="CRI validation" status="skipped" time="0">
+      <skipped message="skipped"></skipped>
+    </testcase>
+  </testsuite>
+</testsuites>
+"""
+
+
+@pytest.fixture
+def specs(tmp_path):
+    path = tmp_path / "junit.xml"
+    path.write_text(JUNIT)
+    return read_junit(path)
+
+
+# --- JUnit ----------------------------------------------------------------------------------
+
+
+def test_junit_gives_each_spec_its_status_message_and_timeline(specs):
+    by_name = {s.name: s for s in specs}
+    assert by_name["[BeforeSuite]"].suite_node
+    execsync = by_name["Container runtime should support execSync [Conformance]"]
+    assert (execsync.status, execsync.seconds, execsync.suite_node) == ("passed", 0.4, False)
+    hostipc = by_name[HOSTIPC]
+    assert hostipc.status == "failed" and hostipc.seconds == 1.5
+    assert hostipc.message.startswith("Expected\n    <string>: x\nto contain substring 7")
+    assert hostipc.message.endswith("security_context_linux.go:180 @ 11/26/26")
+    assert "HostIPC is NODE" in hostipc.output
+    panicked = by_name[UNSAFE]
+    assert panicked.status == "failed" and "index out of range" in panicked.message
+    nri = by_name["NRI pod sandbox lifecycle should receive RunPodSandbox [Serial]"]
+    assert (nri.status, nri.filtered) == ("skipped", False)
+    assert nri.message == "NRI socket not configured (use -nri-socket flag)"
+    attach = by_name["Streaming runtime should support attach [Conformance]"]
+    assert (attach.status, attach.filtered) == ("skipped", True)
+
+
+def test_an_unreadable_report_says_which(tmp_path):
+    (tmp_path / "junit.xml").write_text("<testsuites><testcase")
+    with pytest.raises(Exception, match="junit.xml cannot be read"):
+        read_junit(tmp_path / "junit.xml")
+
+
+def test_spec_names_drop_ginkgo_and_cri_tools_tags():
+    assert spec_name("[It] [k8s.io] Runtime info runtime should return version info "
+                     "[Conformance]") == "Runtime info runtime should return version info " \
+                                        "[Conformance]"
+    assert slug(HOSTIPC) == ("security-context-namespaceoption-runtime-should-support-"
+                             "hostipc-is-true")
+    assert check_id("critest", HOSTIPC) == "critest." + slug(HOSTIPC)
+
+
+# --- deviations -----------------------------------------------------------------------------
+
+
+def test_a_declared_failure_is_a_deviation_an_undeclared_one_fails(specs):
+    hostipc = next(s for s in specs if s.name == HOSTIPC)
+    undeclared = judge(hostipc, {}, "critest")
+    assert (undeclared.status, undeclared.declared) == ("failed", None)
+    declared = judge(hostipc, {HOSTIPC: "gVisor: host IPC namespace"}, "critest")
+    assert declared.status == "deviation" and declared.declared == "gVisor: host IPC namespace"
+    assert declared.message.startswith("declared deviation (gVisor: host IPC namespace): Exp")
+    by_id = judge(hostipc, {check_id("critest", HOSTIPC): "by its check id"}, "critest")
+    assert by_id.status == "deviation"
+
+
+def test_a_declared_deviation_that_passes_is_reported_so_the_list_can_shrink(specs):
+    execsync = next(s for s in specs if s.status == "passed" and not s.suite_node)
+    v = judge(execsync, {execsync.name: "an old note"}, "critest")
+    assert v.status == "passed" and v.stale and STALE in v.message and "an old note" in v.message
+    assert not judge(execsync, {}, "critest").stale
+
+
+def test_judge_all_reports_offline_skips_and_leaves_out_what_a_focus_left_out(specs):
+    verdicts = {v.spec.name: v for v in judge_all(specs, {HOSTIPC: "src"}, "critest",
+                                                  OFFLINE_SKIPS)}
+    assert "[BeforeSuite]" not in verdicts
+    assert "Streaming runtime should support attach [Conformance]" not in verdicts
+    digest = verdicts[DIGEST]
+    assert digest.status == "skipped" and "not run offline" in digest.message
+    assert verdicts[HOSTIPC].status == "deviation"
+    assert sorted(v.status for v in verdicts.values()) == [
+        "deviation", "failed", "passed", "skipped", "skipped"]
+
+
+def test_runc_and_crun_declare_no_deviation_and_runsc_names_its_sources():
+    for name in ("runc", "crun"):
+        assert BUILTIN[name].upstream_deviations == {}
+    runsc = BUILTIN["runsc"].upstream_deviations["critest"]
+    assert runsc and all(source.strip() for source in runsc.values())
+
+
+def test_a_catalog_file_adds_and_removes_deviations(tmp_path):
+    path = tmp_path / "vendor.toml"
+    spec = next(iter(BUILTIN["runsc"].upstream_deviations["critest"]))
+    path.write_text(f"""
+[runtimes.vendor]
+base = "runsc"
+handler = "vendor"
+[runtimes.vendor.upstream_deviations.critest]
+"{spec}" = ""
+"Streaming runtime should support attach" = "vendor docs, section 4"
+""")
+    vendor = Catalog.load(path).get("vendor")
+    assert spec not in vendor.upstream_deviations["critest"]
+    assert vendor.upstream_deviations["critest"]["Streaming runtime should support attach"] \
+        == "vendor docs, section 4"
+    path.write_text('[runtimes.vendor]\nbase = "runc"\nupstream_deviations = { x = "y" }\n')
+    with pytest.raises(UserError, match="one table per suite"):
+        Catalog.load(path)
+
+
+# --- critest's invocation ---------------------------------------------------------------------
+
+
+def test_critest_runs_offline_skips_out_and_takes_the_focus():
+    argv = critest_argv(Path("/c/critest"), "unix:///w/containerd.sock", "runsc",
+                        Path("/r/junit.xml"), focus="Streaming")
+    assert "--runtime-endpoint=unix:///w/containerd.sock" in argv
+    assert "--image-endpoint=unix:///w/containerd.sock" in argv
+    assert "--runtime-handler=runsc" in argv and "--ginkgo.junit-report=/r/junit.xml" in argv
+    assert "--ginkgo.focus=Streaming" in argv
+    skip = next(a for a in argv if a.startswith("--ginkgo.skip="))
+    assert re.search(skip.split("=", 1)[1], "Image Manager public image with digest should "
+                     "be pulled and removed [Conformance]")
+    assert skip_regex(["a.b", "c"]) == r"a\.b|c"
+
+
+# --- the images and where their pulls go -------------------------------------------------------
+
+
+def test_image_names_map_to_the_same_repository_and_tag_on_the_registry():
+    assert criimages.split_reference("gcr.io/k8s-staging-cri-tools/test-image-tag:test") == (
+        "gcr.io", "k8s-staging-cri-tools/test-image-tag", "test")
+    assert criimages.split_reference("gcr.io/k8s-staging-cri-tools/test-image-latest") == (
+        "gcr.io", "k8s-staging-cri-tools/test-image-latest", "latest")
+    assert criimages.full_name("registry.k8s.io/pause") == "registry.k8s.io/pause:latest"
+    one = registry_target("127.0.0.1:5000", "registry.k8s.io/pause:3.9")
+    other = registry_target("127.0.0.1:5000", "k8s.gcr.io/pause:3.9")
+    assert str(one) == str(other) == "127.0.0.1:5000/pause:3.9"
+
+
+def test_every_name_is_imported_or_pulled_once():
+    names = [n for s in criimages.STAND_INS for n in s.names]
+    assert len(names) == len(set(names))
+    pulled = {n for s in criimages.STAND_INS if s.pulled for n in s.names}
+    run = {n for s in criimages.STAND_INS if not s.pulled for n in s.names}
+    assert "registry.k8s.io/e2e-test-images/busybox:1.29-2" in run
+    assert "gcr.io/k8s-staging-cri-tools/test-image-tag:test" in pulled
+    assert not any("digest" in n for n in names), "no stand-in can have the upstream digest"
+
+
+CRI_TOOLS = cache_dir() / "go" / "mod" / "sigs.k8s.io" / f"cri-tools@{pins.CRI_TOOLS_VERSION}"
+_NAMED = re.compile(r'(DefaultRegistryE2ETestImagesPrefix|registry) \+ "([^"]+)"')
+_LITERAL = re.compile(r'"((?:registry\.k8s\.io|k8s\.gcr\.io|gcr\.io)/[^"]+)"')
+PREFIXES = {"DefaultRegistryE2ETestImagesPrefix": criimages.E2E, "registry": criimages.STAGING}
+
+
+@pytest.mark.skipif(not CRI_TOOLS.is_dir(), reason=f"cri-tools {pins.CRI_TOOLS_VERSION} is not "
+                    "in the module cache: run `sandcheck provision --upstream`")
+def test_every_linux_image_critest_names_has_a_stand_in():
+    """The pinned sources' image names (consts, the web servers, nonewprivs): a pin bump that
+    adds one fails here, naming it, instead of failing its specs with a pull error."""
+    named = set()
+    for path in [*(CRI_TOOLS / "pkg" / "validate").glob("*.go"),
+                 CRI_TOOLS / "pkg" / "framework" / "util.go"]:
+        text = path.read_text()
+        named.update(PREFIXES[prefix] + rest for prefix, rest in _NAMED.findall(text))
+        named.update(_LITERAL.findall(text))
+    linux = {n for n in named if "win-" not in n and "@sha256:" not in n
+             and not n.endswith("-") and not n.endswith("/")}
+    stood_in = {n for s in criimages.STAND_INS for n in s.names}
+    assert {"registry.k8s.io/pause:3.9", "k8s.gcr.io/pause:3.9"} <= linux
+    assert criimages.STAGING + "hostnet-nginx-amd64" in stood_in  # + runtime.GOARCH
+    missing = sorted(n for n in linux if n not in stood_in)
+    assert not missing, f"critest names images sandcheck has no stand-in for: {missing}"
+
+
+def test_stand_ins_carry_busybox_as_hard_links_and_what_each_spec_reads(tmp_path):
+    try:
+        busybox = criimages.busybox()
+    except UserError as exc:
+        pytest.skip(str(exc))
+    probe = tmp_path / "probe"
+    probe.write_bytes(b"\x7fELF stand-in")
+    by_key = {s.key: s for s in criimages.STAND_INS}
+    archive = criimages.build(by_key["nonewprivs"], busybox, probe, tmp_path)
+    assert criimages.build(by_key["nonewprivs"], busybox, probe, tmp_path) == archive
+    with tarfile.open(archive) as outer:
+        index = json.load(outer.extractfile("index.json"))
+        names = [m["annotations"]["io.containerd.image.name"] for m in index["manifests"]]
+        assert names == ["registry.k8s.io/e2e-test-images/nonewprivs:1.3"]
+        manifest = json.load(outer.extractfile(
+            "blobs/sha256/" + index["manifests"][0]["digest"].split(":")[1]))
+        config = json.load(outer.extractfile(
+            "blobs/sha256/" + manifest["config"]["digest"].split(":")[1]))
+        layer = outer.extractfile("blobs/sha256/" + manifest["layers"][0]["digest"]
+                                  .split(":")[1])
+        with tarfile.open(fileobj=layer) as inner:
+            members = {m.name: m for m in inner.getmembers()}
+            order = [m.name for m in inner.getmembers()]
+    assert config["config"]["Cmd"] == ["/usr/local/bin/nnp", "euid"]
+    ls = members["bin/ls"]
+    assert ls.islnk() and ls.linkname == "bin/busybox"  # a masked /bin/ls masks ls only
+    assert order.index("bin/busybox") < order.index("bin/ls")
+    assert members["usr/local/bin/nnp"].mode == 0o4755
+    for name in ("usr/sbin/nginx", "usr/bin/ipcs", "usr/bin/pgrep", "etc/passwd"):
+        assert members[name].isfile(), name
+    for lib in criimages.shared_libraries(busybox):  # Debian's busybox links the C library
+        assert members[str(lib).lstrip("/")].isfile(), lib
+
+
+# --- offline: the registry host configuration and the logs ---------------------------------------
+
+
+def test_every_host_is_routed_to_the_loopback_registry(tmp_path):
+    config = tmp_path / "certs.d"
+    assert hosts.non_loopback(config) == [
+        "_default: missing, so unlisted hosts are pulled from themselves"]
+    written = hosts.route_all(config, "http://127.0.0.1:5000")
+    assert written == config / "_default" / "hosts.toml"
+    assert hosts.endpoints(config) == {"_default": ["http://127.0.0.1:5000"]}
+    assert hosts.non_loopback(config) == []
+    (config / "gcr.io").mkdir()
+    (config / "gcr.io" / "hosts.toml").write_text(
+        'server = "https://gcr.io"\n[host."http://127.0.0.1:5000"]\ncapabilities = ["pull"]\n')
+    assert hosts.non_loopback(config) == ["gcr.io: https://gcr.io"]
+
+
+def test_pull_attempts_beyond_this_machine_are_found_in_logs():
+    log = "\n".join([
+        'level=error msg="PullImage \\"gcr.io/a:b\\" failed" error="failed to resolve '
+        'reference \\"gcr.io/a:b\\": failed to do request: Head \\"https://gcr.io/v2/a/'
+        'manifests/b\\": dial tcp: lookup gcr.io on 10.0.0.2:53: no such host"',
+        'level=info msg="fetch blob" url="http://127.0.0.1:5000/v2/pause/blobs/sha256:1"',
+        "fetch failed: dial tcp 192.0.2.1:443: connection refused",
+        "INFO: the IP:port is http://10.233.4.5:80",  # a pod's web server, not a pull
+        "failed to connect to localhost:80 inside namespace: dial tcp4 127.0.0.1:80",
+    ])
+    found = remote_attempts(log)
+    assert [f.split(":", 1)[0] for f in found] == ["gcr.io", "192.0.2.1"]
+
+
+# --- what critest leaves on the host ------------------------------------------------------------
+
+
+def test_only_new_unattached_segments_of_exited_makers_are_leaked(tmp_path, monkeypatch):
+    table = tmp_path / "shm"
+    head = "key shmid perms size cpid lpid nattch uid gid cuid cgid atime dtime ctime rss swap\n"
+    table.write_text(head + "1 0 644 1048576 101 0 0 0 0 0 0 0 0 0 0 0\n")
+    before = sysvipc.segments(table)
+    table.write_text(head + "1 0 644 1048576 101 0 0 0 0 0 0 0 0 0 0 0\n"
+                     "2 5 644 1048576 102 0 0 0 0 0 0 0 0 0 0 0\n"
+                     "3 6 644 1048576 103 0 1 0 0 0 0 0 0 0 0 0\n"
+                     "4 7 644 4096 104 0 0 0 0 0 0 0 0 0 0 0\n")
+    monkeypatch.setattr(sysvipc, "alive", lambda pid: pid == 104)
+    leaked = sysvipc.leaked_since(before, sysvipc.segments(table))
+    assert [s.shmid for s in leaked] == [5]
+
+
+# --- critest itself, on the node backend --------------------------------------------------------
+
+FOCUS = (r"public image with tag should|runtime should support execSync \[|"
+         r"port mapping with host port and container port")
+"""A pull from the registry by design, an exec, and a host port (portmap)."""
+
+
+def _critest_unavailable() -> str | None:
+    from sandcheck.clusters.provision.tools import CRITEST, REGISTRY
+
+    for tool in (CRITEST, REGISTRY):
+        if not all(path.is_file() for path in tool.binaries().values()):
+            return f"{tool.name} is not built: run `sandcheck provision --upstream`"
+    return None
+
+
+def _nat_rules() -> list[str]:
+    import subprocess
+
+    proc = subprocess.run(["iptables", "-w", "-t", "nat", "-S"], capture_output=True,
+                          text=True, timeout=60)
+    return proc.stdout.splitlines() if proc.returncode == 0 else []
+
+
+@pytest.mark.integration
+def test_critest_runs_offline_on_the_node_backend_and_each_spec_is_a_check(run_suite):
+    from helpers import skip_unless_node_backend
+
+    skip_unless_node_backend()
+    why = _critest_unavailable()
+    if why:
+        pytest.skip(why)
+    nat_before = _nat_rules()
+    proc, checks = run_suite("suites/upstream", "--backend", "node", "--runtimes", "runc",
+                             "--critest-focus", FOCUS)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    critest = checks[("upstream.critest", "runc")]
+    assert critest["status"] == "passed"
+    specs = {cid: c for (cid, rt), c in checks.items() if cid.startswith("critest.")}
+    assert {c["status"] for c in specs.values()} == {"passed"}
+    assert any("public-image-with-tag" in cid for cid in specs)  # pulled from the registry
+    assert any("port-mapping-with-host-port" in cid for cid in specs)
+    assert len(specs) == 3, sorted(specs)  # and no offline skip the focus left out
+
+    evidence = {e["what"]: e for e in critest["evidence"]}
+    attempts = evidence["pull attempts beyond this machine (containerd's and critest's logs)"]
+    assert attempts["output"] == [], attempts
+    routed = evidence["registry host configuration of the node's containerd"]
+    assert routed["beyond_this_machine"] == [] and list(routed["output"]) == ["_default"]
+    assert all(url.startswith("http://127.0.0.1:") for url in routed["output"]["_default"])
+    served = evidence["critest"]["images"]["served by the loopback registry"]
+    assert served["gcr.io/k8s-staging-cri-tools/test-image-tag:test"].startswith("127.0.0.1:")
+
+    report = Path(critest["evidence"][0]["junit"])
+    assert report.is_file() and read_junit(report)
+    results = json.loads((report.parent.parent.parent / "results.json").read_text())
+    (metric,) = [m for m in results["metrics"] if m["name"] == "upstream_critest_seconds"]
+    assert metric["runtime"] == "runc" and metric["samples"][0] > 0
+    assert _nat_rules() == nat_before, "portmap's chains outlived the run"
