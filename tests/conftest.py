@@ -63,15 +63,17 @@ def sandbox_node():
 @pytest.fixture
 def run_suite(tmp_path):
     """run(*pytest args) -> (the finished process, {(check id, runtime): check}): a suite
-    run as its own pytest process from the checkout, its report in tmp_path."""
+    of the checkout run as its own pytest process in tmp_path, with a relative report dir
+    there (as a user's run has: whatever runs in another directory must not misplace it)."""
 
     def run(*args: str, timeout: float = 600):
         report = tmp_path / "report"
         env = {k: v for k, v in os.environ.items()
                if not k.startswith("PYTEST_") or k == "PYTEST_DISABLE_PLUGIN_AUTOLOAD"}
         env["PYTHONPATH"] = str(ROOT)
-        proc = subprocess.run([sys.executable, "-m", "pytest", *args, "-p", "no:cacheprovider",
-                               "--report-dir", str(report), "-q"], cwd=ROOT, env=env,
+        argv = [str(ROOT / a) if (ROOT / a.split("::")[0]).exists() else a for a in args]
+        proc = subprocess.run([sys.executable, "-m", "pytest", *argv, "-p", "no:cacheprovider",
+                               "--report-dir", "report", "-q"], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=timeout)
         results = report / "results.json"
         checks = {(c["id"], c["runtime"]): c for c in json.loads(results.read_text())["checks"]

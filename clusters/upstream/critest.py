@@ -119,6 +119,7 @@ def run_critest(endpoint: str, handler: str, workdir: Path, timeout: float,
     """critest against ``endpoint`` for ``handler``; the report and log land in
     ``workdir``, its working directory (the endpoints given override any crictl.yaml)."""
     binary = critest_binary()
+    workdir = workdir.resolve()  # critest runs there: a relative report path would nest
     workdir.mkdir(parents=True, exist_ok=True)
     report, log = workdir / "junit.xml", workdir / "critest.log"
     report.unlink(missing_ok=True)
