@@ -21,7 +21,6 @@ from pathlib import Path
 from sandcheck.clusters.errors import UserError
 from sandcheck.clusters.host import sysvipc
 from sandcheck.clusters.host.files import locked
-from sandcheck.clusters.host.workdir import WORK_BASE
 from sandcheck.clusters.provision import pins
 from sandcheck.clusters.provision.tools import CRITEST
 from sandcheck.clusters.upstream.junit import Spec, read_junit
@@ -38,9 +37,10 @@ OFFLINE_SKIPS = {
 """Specs (by a text their names contain) that cannot pass without the internet, whatever
 the runtime: left out of the run and reported skipped with the reason."""
 LOG_TAIL_CHARS = 4000
-LOCK = WORK_BASE / "critest.lock"
+LOCK = Path("/run/lock/sandcheck-critest.lock")
 """critest binds fixed host ports (12000-12003) and makes host IPC segments: one run at a
-time on a machine, whichever sandcheck run or xdist worker it belongs to."""
+time on a machine, whichever sandcheck run or xdist worker it belongs to. In /run/lock, not
+the work base: a file there reads as a run's leftover."""
 
 QUICK = "preset:ci"
 FOCUS_PRESETS = {
