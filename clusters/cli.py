@@ -268,8 +268,9 @@ def parser() -> argparse.ArgumentParser:
                     help="also build CNCF Distribution's registry (--kind-registry, push-image "
                          "tests)")
     pv.add_argument("--upstream", action="store_true",
-                    help="also build critest (cri-tools' CRI validation suite) and the registry "
-                         "its image specs pull from (suites/upstream)")
+                    help="also build critest (cri-tools' CRI validation suite), Kubernetes' "
+                         "e2e.test and agnhost, and the registry their image specs pull from "
+                         "(suites/upstream)")
     pv.set_defaults(func=cmd_provision)
 
     cl = sub.add_parser("cleanup", help="remove what a crashed run left behind")

@@ -54,6 +54,8 @@ class Timeouts:
     """A cold Go build on two busy cores."""
     critest: float = 1800.0
     """One critest run of the whole suite for one handler (runsc's takes minutes)."""
+    e2e: float = 3600.0
+    """One run of Kubernetes' e2e.test for a focus (node conformance takes minutes)."""
 
 
 TIMEOUTS = Timeouts()

@@ -57,6 +57,8 @@ class Capability(enum.Enum):
     NODE_IS_HOST = ("pods that run on this machine's kernel and /proc",
                     "--backend node, local, docker or kind")
     DOCKER_CLI = ("direct calls to the Docker engine (the docker CLI)", "--backend docker")
+    NODE_IMAGES = ("images built here imported into the cluster node's containerd, and its "
+                   "pulls routed to a registry on this machine", "--backend local")
 
     @property
     def gives(self) -> str:
@@ -214,6 +216,15 @@ class CriDirectBackend(Backend, Protocol):
 
     def cri_node(self) -> CriNode:
         """The node's containerd and how this backend configures pods."""
+        ...
+
+
+class ImageNodeBackend(Backend, Protocol):
+    """NODE_IMAGES: a Kubernetes backend whose node's containerd takes the suite's images."""
+
+    def image_node(self) -> CriNode:
+        """The containerd kubelet drives: for images and registry routes only (kubelet
+        removes any pod made behind its back)."""
         ...
 
 

@@ -35,6 +35,7 @@ from sandcheck.clusters.backends.base import (
 from sandcheck.clusters.catalog import Runtime
 from sandcheck.clusters.containerd import config as cc
 from sandcheck.clusters.containerd import hosts
+from sandcheck.clusters.containerd import tomledit as te
 from sandcheck.clusters.containerd.config import containerd_version
 from sandcheck.clusters.containerd.daemon import PrivateContainerd
 from sandcheck.clusters.containerd.images import (
@@ -140,9 +141,11 @@ class NodeBackend:
 
     def __init__(self, runtimes: list[Runtime], run_id: str, image: ProbeImage | None,
                  containerd: str | None = None, keep: bool = False,
-                 progress: Progress = quiet):
-        """Nothing starts here (the registry makes backends to check their options)."""
+                 progress: Progress = quiet, default_alias: str | None = None):
+        """Nothing starts here (the registry makes backends to check their options).
+        ``default_alias``: one more handler name configured as the default runtime is."""
         self.runtimes = list(runtimes)
+        self.default_alias = default_alias
         self.missing_runtimes: dict[str, str] = {}
         self.run_id = run_id
         self.image = image
@@ -220,6 +223,9 @@ class NodeBackend:
             handler = cc.handler_table(doc, schema, rt.handler)
             if rt.runtime_type == "io.containerd.runc.v2":
                 handler["options"]["Root"] = str(self.workdir / "runtime" / rt.handler)
+        if self.default_alias:
+            alias = te.plain(cc.handler_table(doc, schema, default))
+            te.get(doc, cc.runtimes_path(schema))[self.default_alias] = alias
         etc.mkdir(parents=True, exist_ok=True)
         for fname, text in report.files.items():
             content = tomlkit.parse(text)

@@ -200,9 +200,10 @@ def _build_into(tool: GoTool, target: Path, go: str, progress: Progress) -> floa
         module = download(go, env, tool.module, tool.version, log)
         flags = [f"-ldflags={ldflags(tool, module.released)}"]
         packages = sorted(set(tool.packages.values()))
-        verb = ["test", "-c"] if tool.test_binary else ["build"]
+        # go test runs vet first: a check of the source, nothing the binary needs.
+        verb = ["test", "-c", "-vet=off"] if tool.test_binary else ["build"]
         if tool.build_module is not None:
-            cwd = prepare_build_module(tool, module.gomod, go, env, log, progress)
+            cwd = prepare_build_module(tool, module, go, env, log, progress)
             argv = [go, *verb, *flags, "-o", f"{tmp}/", *packages]
         elif tool.from_source or tool.patches or tool.test_binary:
             copy_module(module.dir, src, tool.patches, tool.label)
@@ -325,14 +326,38 @@ def render_tools_go(packages: Sequence[str]) -> str:
     return f"//go:build tools\n\npackage tools\n\nimport (\n{imports}\n)\n"
 
 
-def prepare_build_module(tool: GoTool, module_gomod: str, go: str, env: Mapping[str, str],
+_IMPORT_BLOCK = re.compile(r"^import\s*\((.*?)^\)", re.MULTILINE | re.DOTALL)
+_IMPORT_LINE = re.compile(r"^import\s+(?:[\w.]+\s+)?\"([^\"]+)\"", re.MULTILINE)
+_QUOTED = re.compile(r"^\s*(?:[\w.]+\s+)?\"([^\"]+)\"", re.MULTILINE)
+
+
+def test_imports(module: Module, module_path: str, packages: Sequence[str]) -> list[str]:
+    """The non-standard imports of the packages' ``_test.go`` files. ``go mod tidy`` in a
+    build module keeps what a dependency's package needs, not what its tests import, and a
+    test binary (Kubernetes' e2e.test registers every spec in e2e_test.go) needs both."""
+    found: set[str] = set()
+    for package in packages:
+        folder = module.dir / package[len(module_path):].lstrip("/")
+        for test_file in sorted(folder.glob("*_test.go")):
+            text = test_file.read_text(errors="replace")
+            quoted = _IMPORT_LINE.findall(text)
+            for block in _IMPORT_BLOCK.findall(text):
+                quoted += _QUOTED.findall(block)
+            found.update(q for q in quoted if "." in q.split("/", 1)[0])
+    return sorted(found)
+
+
+def prepare_build_module(tool: GoTool, module: Module, go: str, env: Mapping[str, str],
                          log: Path, progress: Progress) -> Path:
     """The tool's generated build module, tidied; tidy runs again only when it changed."""
     assert tool.build_module is not None
     work = cache_dir() / "go" / "work" / tool.label
     work.mkdir(parents=True, exist_ok=True)
-    gomod = tool.build_module.render(module_gomod, tool.version)
-    tools = render_tools_go(list(tool.packages.values()))
+    gomod = tool.build_module.render(module.gomod, tool.version)
+    packages = list(tool.packages.values())
+    if tool.test_binary:
+        packages += test_imports(module, tool.module, packages)
+    tools = render_tools_go(packages)
     marker = work / "go.mod.generated"
     if (work / "go.sum").is_file() and _read(marker) == gomod and _read(work / "tools.go") == tools:
         return work

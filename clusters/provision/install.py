@@ -25,7 +25,7 @@ from sandcheck.clusters.provision.hostprep import (
     prepare_cgroups_for_crun,
 )
 from sandcheck.clusters.provision.kindnode import build_node_image
-from sandcheck.clusters.provision.kubernetes import ETCD, KUBERNETES
+from sandcheck.clusters.provision.kubernetes import AGNHOST, E2E, ETCD, KUBERNETES
 from sandcheck.clusters.provision.links import install_links
 from sandcheck.clusters.provision.paths import (
     containerd2_path_dir,
@@ -117,8 +117,9 @@ def provision(
     (kubeadm among them) and the plain kind node image (after installing debootstrap and
     docker.io). ``registry`` builds CNCF Distribution's registry (the kind backend's
     ``--kind-registry`` and the push-image tests). ``upstream`` builds critest (cri-tools'
-    CRI validation suite, the pin crictl comes from), the registry its image specs pull
-    from, and unpacks Debian's busybox for its images (suites/upstream).
+    CRI validation suite, the pin crictl comes from), Kubernetes' e2e.test and agnhost (the
+    Kubernetes pin), the registry their image specs pull from, and unpacks Debian's busybox
+    for their images (suites/upstream).
     """
     result = Provisioned(path_dir=path_dir())
     apt_install([*BASE_PACKAGES, *(p for rt in runtimes for p in rt.packages),
@@ -136,6 +137,8 @@ def provision(
         built.update(build(KIND, progress))
     if upstream:
         built.update(build(CRITEST, progress))
+        built.update(build(E2E, progress))
+        built.update(build(AGNHOST, progress))
         apt_unpack(BUSYBOX_PACKAGE, unpacked_dir(BUSYBOX_PACKAGE), progress)
     if registry or upstream:
         built.update(build(REGISTRY, progress))

@@ -166,3 +166,26 @@ ETCD = GoTool(
     strip=True,
     build_module=BuildModule(render_etcd_gomod),
 )
+
+# Kubernetes' e2e suite (`e2e.test`, what `make WHAT=test/e2e/e2e.test` builds: the package's
+# tests compiled) and agnhost, the e2e suite's all-purpose test image program
+# (test/images/agnhost), from the same pin and build module as the server binaries. Tools of
+# their own, so the server binaries' cache stays valid without them (suites/upstream).
+E2E = GoTool(
+    name="kubernetes-e2e",
+    module=KUBERNETES_MODULE,
+    version=KUBERNETES_VERSION,
+    packages={"e2e.test": f"{KUBERNETES_MODULE}/test/e2e"},
+    link_vars=kubernetes_link_vars(KUBERNETES_VERSION),
+    strip=True,
+    build_module=BuildModule(render_kubernetes_gomod),
+    test_binary=True,
+)
+AGNHOST = GoTool(
+    name="agnhost",
+    module=KUBERNETES_MODULE,
+    version=KUBERNETES_VERSION,
+    packages={"agnhost": f"{KUBERNETES_MODULE}/test/images/agnhost"},
+    strip=True,
+    build_module=BuildModule(render_kubernetes_gomod),
+)

@@ -74,9 +74,13 @@ staff:x:50:
 users:x:100:
 nogroup:x:65534:
 """
-# cri-tools' images/image-predefined-group: default-user (1000) in group-defined-in-image.
+# cri-tools' images/image-predefined-group: default-user (1000) in group-defined-in-image;
+# agnhost's image: user-defined-in-image (1000) in the same group.
 PREDEFINED_PASSWD = PASSWD + "default-user:x:1000:1000::/home/default-user:/bin/sh\n"
 PREDEFINED_GROUP = GROUP + "default-user:x:1000:\ngroup-defined-in-image:x:50000:default-user\n"
+AGNHOST_PASSWD = PASSWD + "user-defined-in-image:x:1000:1000::/home/user:/bin/sh\n"
+AGNHOST_GROUP = (GROUP + "user-defined-in-image:x:1000:\n"
+                 "group-defined-in-image:x:50000:user-defined-in-image\n")
 
 # nginx rewrites its argv to "nginx: master process ..." and writes its pid file; the PID
 # specs look for both (pidof nginx, /proc/1/cmdline). A script's comm is its file name, and
@@ -105,6 +109,7 @@ PGREP = """#!/bin/sh
 pidof "$@"
 exit 0
 """
+NGINX_CMD = ("nginx", "-g", "daemon off;")
 INDEX = b"<html><body><h1>Welcome to nginx!</h1></body></html>\n"
 
 
@@ -124,6 +129,9 @@ class StandIn:
     predefined_group: bool = False
     setuid_probe: bool = False
     """/usr/local/bin/nnp: the probe, setuid root (Kubernetes' nonewprivs image's nnp)."""
+    agnhost: bool = False
+    """/agnhost (and its /agnhost-2 link) as the entrypoint, and the accounts of agnhost's
+    image (test/images/agnhost/Dockerfile): Kubernetes' e2e test program."""
 
 
 def _user(key: str, user: str) -> StandIn:
@@ -133,12 +141,12 @@ def _user(key: str, user: str) -> StandIn:
 STAND_INS: tuple[StandIn, ...] = (
     StandIn("busybox", (E2E + "busybox:1.29-2",), pulled=False),
     StandIn("nginx", (E2E + "nginx:1.14-2",), pulled=False,
-            cmd=("nginx", "-g", "daemon off;")),
+            cmd=NGINX_CMD),
     StandIn("httpd", (E2E + "httpd:2.4.39-4",), pulled=False, cmd=("httpd-foreground",)),
     StandIn("nonewprivs", (E2E + "nonewprivs:1.3",), pulled=False,
             cmd=("/usr/local/bin/nnp", "euid"), setuid_probe=True),
     StandIn("hostnet-nginx", (STAGING + "hostnet-nginx-amd64",), pulled=False,
-            cmd=("nginx", "-g", "daemon off;"), env=("NGINX_PORT=12003",)),
+            cmd=NGINX_CMD, env=("NGINX_PORT=12003",)),
     StandIn("test-image-latest", (STAGING + "test-image-latest",), pulled=True,
             marker="test-image-latest"),
     StandIn("test-image-tag", (STAGING + "test-image-tag:test", STAGING + "test-image-tag:all"),
@@ -203,15 +211,23 @@ def busybox_applets(busybox: Path) -> list[str]:
     return sorted(set(proc.stdout.split()) - {"busybox"})
 
 
+def _accounts(stand_in: StandIn) -> tuple[str, str]:
+    if stand_in.agnhost:
+        return AGNHOST_PASSWD, AGNHOST_GROUP
+    if stand_in.predefined_group:
+        return PREDEFINED_PASSWD, PREDEFINED_GROUP
+    return PASSWD, GROUP
+
+
 def _files(stand_in: StandIn, busybox: Path, probe: Path, applets: Iterable[str],
-           libraries: Iterable[Path]) -> list[FileEntry]:
-    predefined = stand_in.predefined_group
+           libraries: Iterable[Path], agnhost: Path | None) -> list[FileEntry]:
+    passwd, group = _accounts(stand_in)
     files = [
         FileEntry("bin/busybox", 0o755, source=busybox),
         *(FileEntry(str(lib).lstrip("/"), 0o755, source=lib.resolve()) for lib in libraries),
         *(FileEntry(f"bin/{a}", 0o755, hardlink="bin/busybox") for a in applets),
-        FileEntry("etc/passwd", data=(PREDEFINED_PASSWD if predefined else PASSWD).encode()),
-        FileEntry("etc/group", data=(PREDEFINED_GROUP if predefined else GROUP).encode()),
+        FileEntry("etc/passwd", data=passwd.encode()),
+        FileEntry("etc/group", data=group.encode()),
         FileEntry("usr/local/bin/probe", 0o755, source=probe),
         FileEntry("usr/bin/ipcs", 0o755, data=IPCS.encode()),
         FileEntry("usr/bin/pgrep", 0o755, data=PGREP.encode()),
@@ -223,6 +239,12 @@ def _files(stand_in: StandIn, busybox: Path, probe: Path, applets: Iterable[str]
         files.append(FileEntry(stand_in.marker, data=b""))
     if stand_in.setuid_probe:
         files.append(FileEntry("usr/local/bin/nnp", 0o4755, source=probe))
+    if stand_in.agnhost:
+        if agnhost is None:
+            raise UserError(f"{stand_in.names[0]} needs agnhost: run `sandcheck provision "
+                            "--upstream` (builds it from Kubernetes' test/images/agnhost)")
+        files += [FileEntry("agnhost", 0o755, source=agnhost),
+                  FileEntry("agnhost-2", 0o755, hardlink="agnhost")]
     return files
 
 
@@ -253,13 +275,17 @@ def _recipe(config: dict, names: Iterable[str], files: Iterable[FileEntry],
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def build(stand_in: StandIn, busybox: Path, probe: Path, cache: Path) -> Path:
+def build(stand_in: StandIn, busybox: Path, probe: Path, cache: Path,
+          agnhost: Path | None = None) -> Path:
     """The stand-in's archive, cached by everything it is made of."""
     libraries = shared_libraries(busybox)
-    files = _files(stand_in, busybox, probe, busybox_applets(busybox), libraries)
+    files = _files(stand_in, busybox, probe, busybox_applets(busybox), libraries, agnhost)
     dirs = _dirs(libraries)
+    if stand_in.agnhost:
+        dirs["uploads"] = 0o755
     config = {"Cmd": list(stand_in.cmd), "Env": [PATH, *stand_in.env], "WorkingDir": "/",
-              **({"User": stand_in.user} if stand_in.user else {})}
+              **({"User": stand_in.user} if stand_in.user else {}),
+              **({"Entrypoint": ["/agnhost"]} if stand_in.agnhost else {})}
     key = _recipe(config, stand_in.names, files, dirs)
     archive = cache / f"{stand_in.key}-{key[:12]}.tar"
     if archive.is_file():
@@ -275,5 +301,6 @@ def build(stand_in: StandIn, busybox: Path, probe: Path, cache: Path) -> Path:
     return archive
 
 
-def build_all(busybox: Path, probe: Path, cache: Path) -> dict[StandIn, Path]:
-    return {s: build(s, busybox, probe, cache) for s in STAND_INS}
+def build_all(busybox: Path, probe: Path, cache: Path, stand_ins: Iterable[StandIn] = STAND_INS,
+              agnhost: Path | None = None) -> dict[StandIn, Path]:
+    return {s: build(s, busybox, probe, cache, agnhost) for s in stand_ins}

@@ -9,13 +9,8 @@ the host (System V segments of its HostIpc specs) is removed after it.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import signal
-import subprocess
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from sandcheck.clusters.errors import UserError
@@ -23,7 +18,7 @@ from sandcheck.clusters.host import sysvipc
 from sandcheck.clusters.host.files import locked
 from sandcheck.clusters.provision import pins
 from sandcheck.clusters.provision.tools import CRITEST
-from sandcheck.clusters.upstream.junit import Spec, read_junit
+from sandcheck.clusters.upstream.ginkgo import GinkgoRun, prepare, run_ginkgo, skip_regex
 
 SUITE = "critest"
 INSTALL_HINT = (f"run `sandcheck provision --upstream` (builds critest from cri-tools "
@@ -36,7 +31,6 @@ OFFLINE_SKIPS = {
 }
 """Specs (by a text their names contain) that cannot pass without the internet, whatever
 the runtime: left out of the run and reported skipped with the reason."""
-LOG_TAIL_CHARS = 4000
 LOCK = Path("/run/lock/sandcheck-critest.lock")
 """critest binds fixed host ports (12000-12003) and makes host IPC segments: one run at a
 time on a machine, whichever sandcheck run or xdist worker it belongs to. In /run/lock, not
@@ -81,11 +75,6 @@ def critest_binary() -> Path:
     return binary
 
 
-def skip_regex(texts: list[str]) -> str:
-    """A ginkgo skip expression for the specs whose names contain one of ``texts``."""
-    return "|".join(re.escape(t) for t in texts)
-
-
 def critest_argv(binary: Path, endpoint: str, handler: str, report: Path,
                  focus: str | None = None) -> list[str]:
     argv = [str(binary), f"--runtime-endpoint={endpoint}", f"--image-endpoint={endpoint}",
@@ -96,57 +85,15 @@ def critest_argv(binary: Path, endpoint: str, handler: str, report: Path,
     return argv
 
 
-@dataclass
-class CritestRun:
-    argv: list[str]
-    returncode: int | None
-    """None: killed at the timeout."""
-    seconds: float
-    report: Path
-    log: Path
-    specs: list[Spec] = field(default_factory=list)
-    host_cleanup: list[str] = field(default_factory=list)
-
-    def log_tail(self) -> str:
-        try:
-            return self.log.read_text(errors="replace")[-LOG_TAIL_CHARS:]
-        except OSError:
-            return ""
-
-
 def run_critest(endpoint: str, handler: str, workdir: Path, timeout: float,
-                focus: str | None = None) -> CritestRun:
+                focus: str | None = None) -> GinkgoRun:
     """critest against ``endpoint`` for ``handler``; the report and log land in
     ``workdir``, its working directory (the endpoints given override any crictl.yaml)."""
     binary = critest_binary()
-    workdir = workdir.resolve()  # critest runs there: a relative report path would nest
-    workdir.mkdir(parents=True, exist_ok=True)
-    report, log = workdir / "junit.xml", workdir / "critest.log"
-    report.unlink(missing_ok=True)
+    workdir, report = prepare(workdir)
     argv = critest_argv(binary, endpoint, handler, report, focus)
     with locked(LOCK):
-        return _run(argv, report, log, workdir, timeout)
-
-
-def _run(argv: list[str], report: Path, log: Path, workdir: Path,
-         timeout: float) -> CritestRun:
-    shm_before = sysvipc.segments()
-    start = time.monotonic()
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, cwd=workdir, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True)
-        try:
-            returncode: int | None = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            returncode = None
-        finally:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-    seconds = time.monotonic() - start
-    run = CritestRun(argv, returncode, seconds, report, log,
-                     host_cleanup=sysvipc.remove_leaked(shm_before))
-    if report.is_file():
-        run.specs = read_junit(report)
+        shm_before = sysvipc.segments()
+        run = run_ginkgo(argv, workdir, timeout)
+        run.host_cleanup = sysvipc.remove_leaked(shm_before)
     return run

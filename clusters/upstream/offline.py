@@ -1,7 +1,7 @@
-"""critest's images on a node that reaches no registry but its own loopback one.
+"""Upstream suites' images on a node that reaches no registry but its own loopback one.
 
-The stand-ins containers run are imported into the node's containerd under critest's
-names; the ones its image specs pull by design are pushed to a registry on 127.0.0.1,
+The stand-ins containers run are imported into the node's containerd under the suite's
+names; the ones its specs pull by design are pushed to a registry on 127.0.0.1,
 and the node's registry host configuration sends every pull, of any registry host, there
 (``_default``): nothing can be pulled from beyond this machine.
 """
@@ -30,11 +30,11 @@ class ImageNode(Protocol):
 
 @dataclass
 class Served:
-    """Where each name critest uses comes from on this node."""
+    """Where each name an upstream suite uses comes from on this node."""
 
     imported: list[str] = field(default_factory=list)
     pushed: dict[str, str] = field(default_factory=dict)
-    """critest's name -> the registry reference its pull is sent to."""
+    """The suite's name -> the registry reference its pull is sent to."""
     hosts_file: Path | None = None
 
     def as_evidence(self) -> dict:
@@ -50,19 +50,22 @@ def registry_target(registry_host: str, name: str) -> Target:
 
 
 def serve(node: ImageNode, registry: LoopbackRegistry, archives: dict[StandIn, Path],
-          progress: Progress = quiet) -> Served:
+          progress: Progress = quiet, import_all: bool = False) -> Served:
+    """Import the images containers run and push the ones pulled by design (``import_all``:
+    import those too, for suites that also run them without pulling)."""
     served = Served()
     for stand_in, archive in archives.items():
-        if not stand_in.pulled:
+        if import_all or not stand_in.pulled:
             node.import_image(archive)
             served.imported += [full_name(n) for n in stand_in.names]
+        if not stand_in.pulled:
             continue
         for name in stand_in.names:
             target = registry_target(registry.host, name)
             push_archive(archive, target)
             served.pushed[full_name(name)] = str(target)
     served.hosts_file = node.route_registries(f"http://{registry.host}")
-    progress(f"critest images: {len(served.imported)} imported, {len(served.pushed)} served "
+    progress(f"upstream images: {len(served.imported)} imported, {len(served.pushed)} served "
              f"by the registry on {registry.host}, every registry host routed there")
     return served
 

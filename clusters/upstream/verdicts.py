@@ -63,20 +63,24 @@ def judge(spec: Spec, declared: Mapping[str, str], suite: str) -> Verdict:
 
 
 def judge_all(specs: Iterable[Spec], declared: Mapping[str, str], suite: str,
-              offline_skips: Mapping[str, str] | None = None) -> list[Verdict]:
-    """Verdicts of the specs that ran, plus the ones left out offline (``offline_skips``:
-    a text of their names -> why; reported skipped); specs a focus left out are not
-    reported."""
+              offline_skips: Mapping[str, str] | None = None,
+              focus: str | None = None,
+              skipped_as: str = "not run offline") -> list[Verdict]:
+    """Verdicts of the specs that ran, plus the ones left out on purpose (``offline_skips``:
+    a text of their names -> why; reported skipped when ``focus`` would have run them);
+    specs a focus left out are not reported."""
     verdicts = []
     for spec in specs:
         if spec.suite_node:
             continue
         if spec.filtered:
+            if focus is not None and not re.search(focus, spec.name):
+                continue
             why = next((w for text, w in (offline_skips or {}).items() if text in spec.name),
                        None)
             if why is not None:
                 verdicts.append(Verdict(check_id(suite, spec.name), spec, "skipped",
-                                        f"not run offline: {why}"))
+                                        f"{skipped_as}: {why}"))
             continue
         verdicts.append(judge(spec, declared, suite))
     return verdicts

@@ -59,6 +59,10 @@ from sandcheck.clusters.timeouts import TIMEOUTS, wait_until
 SERVICE_CIDR = "10.96.0.0/16"
 SERVICE_IP = "10.96.0.1"
 NODE_POLL_SECONDS = 0.5
+E2E_TEST_HANDLER = "test-handler"
+"""The handler Kubernetes' e2e RuntimeClass specs expect on every node
+(PreconfiguredRuntimeClassHandler): configured as the default runtime is, as Kubernetes'
+own test clusters configure it (cluster/gce/gci/configure-helper.sh)."""
 STOP_ORDER = ("kubelet", "kube-scheduler", "kube-controller-manager", "kube-apiserver", "etcd")
 """Components stop in reverse dependency order: nothing loses its server while it runs."""
 
@@ -72,7 +76,7 @@ class LocalCluster(KubeCluster):
     # not seen before"), so a crictl loop here measures kubelet, not the runtime.
     capabilities = frozenset({Capability.KUBERNETES_API, Capability.HOST_PROCESSES,
                               Capability.CRI_INSPECT, Capability.NODE_CGROUPS,
-                              Capability.NODE_IS_HOST})
+                              Capability.NODE_IS_HOST, Capability.NODE_IMAGES})
 
     def __init__(self, runtimes: list[Runtime], run_id: str, image: ProbeImage | None,
                  containerd: str | None = None, keep: bool = False,
@@ -82,7 +86,7 @@ class LocalCluster(KubeCluster):
                          progress=progress)
         self.keep = keep
         self.node = NodeBackend(runtimes, run_id, image, containerd=containerd, keep=keep,
-                                progress=progress)
+                                progress=progress, default_alias=E2E_TEST_HANDLER)
         self.workdir = WORK_BASE / f"local-{run_id}"
         self.pki = Pki(self.workdir / "pki")
         self.kubeconfig_path = self.workdir / "admin.kubeconfig"
@@ -286,6 +290,9 @@ class LocalCluster(KubeCluster):
         wait_until(ready, TIMEOUTS.node_ready, f"node {NODE_NAME} to be Ready",
                    interval=NODE_POLL_SECONDS, state=lambda: last[0] + self._logs_text())
 
+    def image_node(self) -> NodeBackend:
+        return self.node
+
     def reach_hint(self) -> list[str]:
         """How to reach a kept cluster, and how to remove it later."""
         kubectl = self.bins.get("kubectl", "kubectl")
@@ -325,6 +332,9 @@ class LocalCluster(KubeCluster):
         node_env.pop("backend", None)
         env["node"] = node_env
         env["handlers_verified"] = node_env.get("handlers_verified")
+        if self.runtimes:
+            env["default_handler"] = self.runtimes[0].handler
+            env[E2E_TEST_HANDLER] = f"configured as {self.runtimes[0].handler}"
         return env
 
     def _sandbox_ids(self, pod: KubePod) -> list[str]:

@@ -1,0 +1,97 @@
+"""One run of Kubernetes' e2e suite (``e2e.test`` of the pinned release) against a cluster.
+
+e2e.test gets the cluster's kubeconfig and the skeleton provider (no cloud); its JUnit
+report gives each spec's result. Which specs run is a ginkgo focus, named by a preset or
+given as a regex; specs a backend cannot offer are left out with the reason
+(``BACKEND_LIMITS``) and reported skipped. Pods the specs make without a RuntimeClass run
+with the node's default handler, which on the local backend is the first of ``--runtimes``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sandcheck.clusters.errors import UserError
+from sandcheck.clusters.provision.kubernetes import E2E
+from sandcheck.clusters.provision.pins import KUBERNETES_VERSION
+from sandcheck.clusters.upstream.ginkgo import GinkgoRun, prepare, run_ginkgo, skip_regex
+
+SUITE = "e2e"
+INSTALL_HINT = (f"run `sandcheck provision --upstream` (builds e2e.test from Kubernetes "
+                f"{KUBERNETES_VERSION})")
+RUNTIMECLASS = "preset:runtimeclass"
+NODE = "preset:node"
+FOCUS_PRESETS = {
+    RUNTIMECLASS: r"\[sig-node\] RuntimeClass",
+    NODE: r"\[sig-node\] (RuntimeClass|Pods|Container Runtime|InitContainer|Security Context|"
+          r"Container Lifecycle Hook|Downward API|PreStop|Sysctls|Variable Expansion|"
+          r"Ephemeral Containers|ConfigMap|Secrets|Kubelet|Containers|PodTemplates|"
+          r"Lease|NodeLease).*\[NodeConformance\]",
+}
+"""``preset:runtimeclass``: the RuntimeClass specs of sig-node (admission of a missing or
+deleted class, scheduling and overhead, the API), seconds. ``preset:node``: the node
+conformance specs about pods, containers and their runtime, minutes."""
+
+BACKEND_LIMITS: dict[str, dict[str, str]] = {
+    "local": {
+        "should run a Pod requesting a RuntimeClass with a configured handler":
+            "it finds its handler (test-handler) by reading the host's "
+            "/etc/containerd/config.toml through a privileged pod; the local backend's "
+            "containerd is private to the run and configured elsewhere, though it has "
+            "test-handler (sandcheck's runtimeclass suite runs a pod of every configured "
+            "handler instead)",
+        "should run a Pod requesting a RuntimeClass with scheduling without taints":
+            "the same reading of the host's /etc/containerd/config.toml",
+        "should be able to pull from private registry with secret":
+            "it pulls a private image with credentials of Kubernetes' CI project, which "
+            "cannot exist offline",
+    },
+}
+"""Backend name -> spec text -> why that backend cannot run it; left out and reported
+skipped. Only specs a backend cannot offer by design: a spec that merely fails is a
+failure."""
+
+
+def focus_regex(focus: str | None) -> str:
+    """An ``--e2e-focus`` value as the regex ginkgo gets; unset: the RuntimeClass preset."""
+    focus = focus or RUNTIMECLASS
+    if focus.startswith("preset:"):
+        if focus not in FOCUS_PRESETS:
+            raise UserError(f"--e2e-focus {focus}: no such preset (known: "
+                            f"{', '.join(FOCUS_PRESETS)}); or give a ginkgo focus regex")
+        return FOCUS_PRESETS[focus]
+    return focus
+
+
+def limits(backend: str) -> dict[str, str]:
+    """What ``backend`` cannot run: a text of the specs' names -> why."""
+    return dict(BACKEND_LIMITS.get(backend, {}))
+
+
+def e2e_binary() -> Path:
+    binary = E2E.binaries()["e2e.test"]
+    if not os.access(binary, os.X_OK):
+        raise UserError(f"e2e.test is not built ({binary}): {INSTALL_HINT}")
+    return binary
+
+
+def e2e_argv(binary: Path, kubeconfig: Path, report: Path, focus: str,
+             skips: list[str]) -> list[str]:
+    argv = [str(binary), f"--kubeconfig={kubeconfig}", "--provider=skeleton",
+            f"--ginkgo.focus={focus}", f"--ginkgo.junit-report={report}", "--ginkgo.no-color",
+            # Its default waits for kube-system pods this cluster may not have.
+            "--minStartupPods=0"]
+    if skips:
+        argv.append(f"--ginkgo.skip={skip_regex(skips)}")
+    return argv
+
+
+def run_e2e(kubeconfig: Path, workdir: Path, timeout: float, focus: str,
+            skips: list[str]) -> GinkgoRun:
+    """e2e.test with ``focus`` (a regex) against the cluster of ``kubeconfig``, leaving out
+    the specs whose names contain one of ``skips``; report and log land in ``workdir``."""
+    binary = e2e_binary()
+    workdir, report = prepare(workdir)
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig), "HOME": os.environ.get("HOME", "/root")}
+    return run_ginkgo(e2e_argv(binary, kubeconfig, report, focus, skips), workdir, timeout, env)

@@ -1,0 +1,40 @@
+"""Kubernetes' own e2e specs (the pinned release's e2e.test) against a Kubernetes backend:
+the RuntimeClass specs by default, node conformance with ``--e2e-focus preset:node``. Every
+spec becomes a check of its own (``e2e.<spec>``); a spec the backend cannot offer by design
+is left out and reported skipped with the reason; this check fails on any other failure.
+
+On the local backend nothing is pulled from beyond this machine: e2e's images are built
+here, imported, and served by the run's loopback registry (suites/upstream/conftest.py).
+Pods the specs make without a RuntimeClass run with the node's default handler: on the
+local backend the first of ``--runtimes``, whose name the spec checks carry.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sandcheck.clusters.timeouts import TIMEOUTS
+from sandcheck.clusters.upstream import e2e
+from sandcheck.clusters.upstream.verdicts import judge_all
+from sandcheck.reports.results import Metric
+
+pytestmark = [pytest.mark.upstream, pytest.mark.kubernetes]
+
+
+def test_e2e(backend, e2e_node, e2e_focus, upstream_outcome, record_metric, request):
+    focus = e2e.focus_regex(e2e_focus)
+    limits = e2e.limits(backend.name)
+    workdir = Path(request.config.getoption("report_dir")) / e2e.SUITE
+    run = e2e.run_e2e(backend.kubeconfig_path, workdir, TIMEOUTS.e2e, focus, list(limits))
+    # A node sandcheck configures runs pods without a class with the first runtime.
+    default = backend.runtimes[0].name if e2e_node.node is not None and backend.runtimes \
+        else None
+    record_metric(Metric("upstream_e2e_seconds", default or backend.name, "s", [run.seconds],
+                         labels={"focus": e2e_focus}))
+    verdicts = judge_all(run.specs, {}, e2e.SUITE, limits, focus,
+                         skipped_as=f"not run on the {backend.name} backend")
+    upstream_outcome(e2e.SUITE, run, verdicts, e2e_node, f"the {backend.name} backend",
+                     TIMEOUTS.e2e, runtime=default, focus=e2e_focus,
+                     default_handler=default or "the cluster's")
