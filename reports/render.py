@@ -22,6 +22,7 @@ from sandcheck.reports.matrix import matrix_html, matrix_markdown
 from sandcheck.reports.results import Check, Metric, Results, summarize
 from sandcheck.reports.spread import median_ratio, ratio_text
 from sandcheck.reports.surface import surface_html, surface_markdown
+from sandcheck.reports.upstream import upstream_html, upstream_markdown
 from sandcheck.reports.verdict import check_anchor, verdict_html, verdict_markdown
 
 STATUS_RANK = {"skipped": 0, "passed": 1, "deviation": 2, "failed": 3, "error": 4}
@@ -242,6 +243,7 @@ def render_html(results: Results) -> str:
         f'<p class="sub">generated {stamp} · {len(results.checks)} checks · '
         f"{len(results.metrics)} metrics</p><p>{chips}</p>",
         verdict_html(results), matrix_html(results), surface_html(results),
+        upstream_html(results),
         conformance_html(results), failures_html(results), plots_html(results),
         metrics_html(results), other_evidence_html(results),
         "<details class=env-all><summary><h2>Environment</h2></summary>",
@@ -512,7 +514,8 @@ def render_markdown(results: Results) -> str:
     facts = [f"{k} `{md_cell(env[k], 60)}`" for k in ("backend", "backend_level", "host_kernel")
              if k in env]
     lines += ["", *verdict_markdown(results), *matrix_markdown(results),
-              *surface_markdown(results), *md_conformance(results), *md_failures(results),
+              *surface_markdown(results), *upstream_markdown(results),
+              *md_conformance(results), *md_failures(results),
               *md_metrics(results)]
     if facts:
         lines += ["## Environment", "", " · ".join(facts), "",

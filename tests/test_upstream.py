@@ -1,12 +1,14 @@
-"""The upstream suite (critest): its JUnit reading, the judgment of declared deviations, the
-stand-in images and where each name's pull goes, and the offline guarantees; then critest
-itself, a small focus of it, on the node backend for runc.
+"""The upstream suites (critest, Kubernetes' e2e): their JUnit reading, the judgment of
+declared deviations and backend limits, the stand-in images and where each name's pull goes,
+and the offline guarantees; then critest itself, a small focus of it, on the node backend for
+runc, and e2e.test, a small focus of it, on the local backend.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -17,8 +19,10 @@ from sandcheck.clusters.containerd import hosts
 from sandcheck.clusters.errors import UserError
 from sandcheck.clusters.host import sysvipc
 from sandcheck.clusters.provision import pins
+from sandcheck.clusters.provision.gobuild import Module, imports_of_tests
 from sandcheck.clusters.provision.paths import cache_dir
-from sandcheck.clusters.upstream import criimages
+from sandcheck.clusters.timeouts import TIMEOUTS
+from sandcheck.clusters.upstream import criimages, e2e, e2eimages
 from sandcheck.clusters.upstream.critest import OFFLINE_SKIPS, critest_argv, skip_regex
 from sandcheck.clusters.upstream.junit import read_junit, spec_name
 from sandcheck.clusters.upstream.offline import registry_target, remote_attempts
@@ -373,3 +377,168 @@ def test_critest_runs_offline_on_the_node_backend_and_each_spec_is_a_check(run_s
     (metric,) = [m for m in results["metrics"] if m["name"] == "upstream_critest_seconds"]
     assert metric["runtime"] == "runc" and metric["samples"][0] > 0
     assert _nat_rules() == nat_before, "portmap's chains outlived the run"
+
+
+# --- Kubernetes' e2e ----------------------------------------------------------------------------
+
+
+def test_a_test_binary_build_module_keeps_what_the_tests_import(tmp_path):
+    """go mod tidy keeps a dependency's package's imports, not its tests': e2e.test's
+    specs are all imported by e2e_test.go."""
+    pkg = tmp_path / "test" / "e2e"
+    pkg.mkdir(parents=True)
+    (pkg / "e2e.go").write_text('package e2e\nimport "example.com/not/a/test/import"\n')
+    (pkg / "e2e_test.go").write_text(
+        'package e2e\n\nimport (\n\t"flag"\n\t"testing"\n\n\t// a comment\n'
+        '\t"github.com/onsi/ginkgo/v2"\n\tyaml "go.yaml.in/yaml/v2"\n'
+        '\t_ "k8s.io/kubernetes/test/e2e/apps"\n)\n\nfunc TestE2E(t *testing.T) {}\n')
+    (pkg / "other_test.go").write_text('package e2e\nimport "k8s.io/kubernetes/test/e2e/node"\n')
+    module = Module(tmp_path, "module k8s.io/kubernetes\n", None)
+    assert imports_of_tests(module, "k8s.io/kubernetes", ["k8s.io/kubernetes/test/e2e"]) == [
+        "github.com/onsi/ginkgo/v2", "go.yaml.in/yaml/v2", "k8s.io/kubernetes/test/e2e/apps",
+        "k8s.io/kubernetes/test/e2e/node"]
+
+
+def test_e2e_focus_presets_and_a_bad_one():
+    assert e2e.resolve_focus(None) == e2e.FOCUS_PRESETS[e2e.RUNTIMECLASS]
+    assert e2e.resolve_focus("Pods should") == ("Pods should", None)
+    node, labels = e2e.resolve_focus(e2e.NODE)
+    assert re.search(node, "[sig-node] Pods should be submitted and removed [NodeConformance] "
+                     "[Conformance]")
+    assert not re.search(node, "[sig-network] DNS should provide DNS [Conformance]")
+    assert "NodeConformance" in labels and "!Slow" in labels
+    argv = e2e.e2e_argv(Path("/e2e.test"), Path("/k"), Path("/r"), node, [], labels)
+    assert f"--ginkgo.label-filter={labels}" in argv
+    with pytest.raises(UserError, match="no such preset"):
+        e2e.resolve_focus("preset:everything")
+
+
+def test_e2e_runs_against_the_kubeconfig_and_leaves_out_what_the_backend_cannot_offer():
+    limits = e2e.limits("local")
+    assert all(why for why in limits.values()) and e2e.limits("kubeconfig") == {}
+    argv = e2e.e2e_argv(Path("/b/e2e.test"), Path("/w/admin.kubeconfig"), Path("/r/junit.xml"),
+                        "RuntimeClass", list(limits))
+    assert "--kubeconfig=/w/admin.kubeconfig" in argv and "--provider=skeleton" in argv
+    assert "--ginkgo.focus=RuntimeClass" in argv and "--ginkgo.junit-report=/r/junit.xml" in argv
+    skip = next(a for a in argv if a.startswith("--ginkgo.skip=")).split("=", 1)[1]
+    assert re.search(skip, "[sig-node] RuntimeClass should run a Pod requesting a RuntimeClass "
+                     "with a configured handler [Feature:RuntimeHandler]")
+
+
+def test_a_limit_is_reported_skipped_only_where_the_focus_would_have_run_it(tmp_path):
+    junit = tmp_path / "junit.xml"
+    handler = ("[sig-node] RuntimeClass should run a Pod requesting a RuntimeClass with a "
+               "configured handler [Feature:RuntimeHandler]")
+    private = ("[sig-node] Container Runtime should be able to pull from private registry with "
+               "secret [NodeConformance]")
+    api = "[sig-node] RuntimeClass should support RuntimeClasses API operations"
+    junit.write_text(f"""<testsuites><testsuite>
+      <testcase name="[It] {handler}" status="skipped"><skipped message="skipped"/></testcase>
+      <testcase name="[It] {private}" status="skipped"><skipped message="skipped"/></testcase>
+      <testcase name="[It] {api}" status="passed"/></testsuite></testsuites>""")
+    specs = read_junit(junit)
+    focus, _ = e2e.resolve_focus(e2e.RUNTIMECLASS)
+    verdicts = judge_all(specs, {}, e2e.SUITE, e2e.limits("local"), focus,
+                         skipped_as="not run on the local backend")
+    assert [(v.status, v.message.split(":")[0]) for v in verdicts] == [
+        ("skipped", "not run on the local backend"), ("passed", "")]
+
+
+E2E_BINARY = e2e.E2E.binaries()["e2e.test"]
+
+
+@pytest.mark.skipif(not E2E_BINARY.is_file(), reason="e2e.test is not built: run `sandcheck "
+                    "provision --upstream`")
+def test_every_e2e_stand_in_is_an_image_the_pinned_e2e_names():
+    """e2e.test --list-images at the pin: a Kubernetes bump that moves a tag fails here,
+    naming it, instead of failing its specs with a pull error."""
+    listed = subprocess.run([str(E2E_BINARY), "--list-images"], capture_output=True, text=True,
+                            timeout=TIMEOUTS.command, check=True).stdout.split()
+    stood_in = [n for s in e2eimages.STAND_INS for n in s.names]
+    assert [n for n in stood_in if n not in listed] == []
+    for used_by_runtimeclass_specs in ("busybox", "agnhost", "pause"):
+        assert any(f"/{used_by_runtimeclass_specs}:" in n for n in stood_in)
+
+
+def test_the_agnhost_stand_in_runs_agnhost_with_its_image_accounts(tmp_path):
+    busybox = Path("/bin/busybox")
+    if not busybox.is_file():
+        pytest.skip("/bin/busybox is missing: apt-get install busybox-static")
+    agnhost = tmp_path / "agnhost"
+    agnhost.write_bytes(b"#!/bin/sh\n")
+    (tmp_path / "localhost.crt").write_text("cert")
+    (stand_in,) = [s for s in e2eimages.STAND_INS if s.agnhost]
+    archive = criimages.build(stand_in, busybox, busybox, tmp_path / "cache",
+                              {"agnhost": agnhost, "localhost.crt": tmp_path / "localhost.crt"})
+    with tarfile.open(archive) as outer:
+        index = json.load(outer.extractfile("index.json"))
+        manifest = json.load(outer.extractfile(
+            "blobs/sha256/" + index["manifests"][0]["digest"].split(":")[1]))
+        config = json.load(outer.extractfile(
+            "blobs/sha256/" + manifest["config"]["digest"].split(":")[1]))
+        layer = outer.extractfile("blobs/sha256/" + manifest["layers"][0]["digest"].split(":")[1])
+        with tarfile.open(fileobj=layer) as inner:
+            names = inner.getnames()
+            passwd = inner.extractfile("etc/passwd").read().decode()
+    assert config["config"]["Entrypoint"] == ["/agnhost"] and config["config"]["Cmd"] == ["pause"]
+    assert {"agnhost", "agnhost-2", "localhost.crt", "bin/sh", "uploads"} <= set(names)
+    assert "user-defined-in-image:x:1000:" in passwd
+    with pytest.raises(UserError, match="provision --upstream"):
+        criimages.build(stand_in, busybox, busybox, tmp_path / "cache2", None)
+
+
+def test_e2e_runs_offline_on_the_local_backend_and_each_spec_is_a_check(run_suite):
+    """A RuntimeClass spec and the image pulls of node conformance (one pulled from the run's
+    registry, one from a registry that does not exist, which must fail there and not go out)."""
+    from helpers import skip_unless_node_backend
+
+    skip_unless_node_backend()
+    if not E2E_BINARY.is_file():
+        pytest.skip("e2e.test is not built: run `sandcheck provision --upstream`")
+    focus = (r"RuntimeClass should reject a Pod requesting a non-existent|RuntimeClass with a "
+             r"configured handler|with a new image should (be able to pull image|not be able "
+             r"to pull image from invalid registry)")
+    proc, checks = run_suite("suites/upstream/test_e2e.py", "--backend", "local", "--runtimes",
+                             "runc", "--e2e-focus", focus)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    check = checks[("upstream.e2e", None)]
+    specs = {cid: c for (cid, rt), c in checks.items() if cid.startswith("e2e.")}
+    statuses = sorted((cid.split("-should-", 1)[1][:24], c["status"])
+                      for cid, c in specs.items())
+    assert statuses == [("be-able-to-pull-image-no", "passed"),
+                        ("not-be-able-to-pull-imag", "passed"),
+                        ("reject-a-pod-requesting-", "passed"),
+                        ("run-a-pod-requesting-a-r", "skipped")], statuses
+    assert all(c["runtime"] == "runc" for c in specs.values())  # the node's default handler
+    evidence = {e["what"]: e for e in check["evidence"]}
+    attempts = evidence["pull attempts beyond this machine (containerd's and e2e's logs)"]
+    assert attempts["output"] == [], attempts
+    routed = evidence["registry host configuration of the node's containerd"]
+    assert routed["beyond_this_machine"] == []
+    images = evidence["e2e"]["images"]
+    assert "registry.k8s.io/e2e-test-images/agnhost:2.56" in images["imported"]
+    assert images["served by the loopback registry"][
+        "registry.k8s.io/e2e-test-images/agnhost:2.56"].startswith("127.0.0.1:")
+
+
+def test_the_report_sets_each_upstream_suite_beside_the_runtimes_own_checks():
+    from sandcheck.reports.results import Check, Metric, Results
+    from sandcheck.reports.upstream import upstream_markdown, upstream_rows
+
+    results = Results(checks=[
+        Check("critest.a", "runsc", "passed", duration_seconds=1.0),
+        Check("critest.b", "runsc", "deviation", duration_seconds=2.0),
+        Check("upstream.critest", "runsc", "passed", duration_seconds=300.0),
+        Check("isolation.kernel", "runsc", "passed", duration_seconds=4.0),
+        Check("isolation.dmesg", "runsc", "passed", duration_seconds=5.0),
+        Check("e2e.c", "runc", "passed"), Check("isolation.kernel", "runc", "passed"),
+    ], metrics=[Metric("upstream_critest_seconds", "runsc", "s", [340.0]),
+                Metric("start_seconds", "runsc", "s", [0.4])])
+    rows = {(r.suite, r.runtime): r for r in upstream_rows(results)}
+    runsc = rows[("critest", "runsc")]
+    assert (runsc.counts["passed"], runsc.counts["deviation"], runsc.seconds) == (1, 1, 340.0)
+    assert (runsc.own_checks, runsc.own_seconds) == (2, 9.0)
+    assert rows[("e2e", "runc")].seconds is None
+    assert "| critest | runsc | 1 | 0 | 1 | 0 | 340 s | 9 s (2 checks) |" in upstream_markdown(
+        results)
+    assert upstream_markdown(Results()) == []

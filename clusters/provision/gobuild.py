@@ -331,7 +331,7 @@ _IMPORT_LINE = re.compile(r"^import\s+(?:[\w.]+\s+)?\"([^\"]+)\"", re.MULTILINE)
 _QUOTED = re.compile(r"^\s*(?:[\w.]+\s+)?\"([^\"]+)\"", re.MULTILINE)
 
 
-def test_imports(module: Module, module_path: str, packages: Sequence[str]) -> list[str]:
+def imports_of_tests(module: Module, module_path: str, packages: Sequence[str]) -> list[str]:
     """The non-standard imports of the packages' ``_test.go`` files. ``go mod tidy`` in a
     build module keeps what a dependency's package needs, not what its tests import, and a
     test binary (Kubernetes' e2e.test registers every spec in e2e_test.go) needs both."""
@@ -356,7 +356,7 @@ def prepare_build_module(tool: GoTool, module: Module, go: str, env: Mapping[str
     gomod = tool.build_module.render(module.gomod, tool.version)
     packages = list(tool.packages.values())
     if tool.test_binary:
-        packages += test_imports(module, tool.module, packages)
+        packages += imports_of_tests(module, tool.module, packages)
     tools = render_tools_go(packages)
     marker = work / "go.mod.generated"
     if (work / "go.sum").is_file() and _read(marker) == gomod and _read(work / "tools.go") == tools:

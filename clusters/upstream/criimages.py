@@ -22,7 +22,7 @@ import json
 import os
 import re
 import subprocess
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,6 +44,7 @@ BUSYBOX_PACKAGE = "busybox"
 a standalone shell: ``sh -c ls`` runs its ls applet without exec'ing /bin/ls, so a masked
 /bin/ls never shows (critest's MaskedPaths spec). This build execs, as busybox's own image
 does; the host's C library it links goes into the image with it."""
+BASH = Path("/bin/bash")
 _LDD_PATH = re.compile(r"(/\S+) \(0x[0-9a-f]+\)")
 
 PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -129,9 +130,13 @@ class StandIn:
     predefined_group: bool = False
     setuid_probe: bool = False
     """/usr/local/bin/nnp: the probe, setuid root (Kubernetes' nonewprivs image's nnp)."""
+    bash_sh: bool = False
+    """/bin/sh is this host's bash (in POSIX mode as sh), not busybox's ash: Debian 12's
+    busybox 1.35 drops environment variables whose names are not shell identifiers
+    (``data-1``), which the e2e image's busybox 1.37 passes on (Kubernetes' envFrom specs)."""
     agnhost: bool = False
-    """/agnhost (and its /agnhost-2 link) as the entrypoint, and the accounts of agnhost's
-    image (test/images/agnhost/Dockerfile): Kubernetes' e2e test program."""
+    """/agnhost (and its /agnhost-2 link) as the entrypoint, with the files and accounts of
+    agnhost's image (test/images/agnhost/Dockerfile): Kubernetes' e2e test program."""
 
 
 def _user(key: str, user: str) -> StandIn:
@@ -220,7 +225,7 @@ def _accounts(stand_in: StandIn) -> tuple[str, str]:
 
 
 def _files(stand_in: StandIn, busybox: Path, probe: Path, applets: Iterable[str],
-           libraries: Iterable[Path], agnhost: Path | None) -> list[FileEntry]:
+           libraries: Iterable[Path], agnhost: Mapping[str, Path] | None) -> list[FileEntry]:
     passwd, group = _accounts(stand_in)
     files = [
         FileEntry("bin/busybox", 0o755, source=busybox),
@@ -239,12 +244,15 @@ def _files(stand_in: StandIn, busybox: Path, probe: Path, applets: Iterable[str]
         files.append(FileEntry(stand_in.marker, data=b""))
     if stand_in.setuid_probe:
         files.append(FileEntry("usr/local/bin/nnp", 0o4755, source=probe))
+    if stand_in.bash_sh:
+        files.append(FileEntry("bin/sh", 0o755, source=BASH))
     if stand_in.agnhost:
         if agnhost is None:
             raise UserError(f"{stand_in.names[0]} needs agnhost: run `sandcheck provision "
                             "--upstream` (builds it from Kubernetes' test/images/agnhost)")
-        files += [FileEntry("agnhost", 0o755, source=agnhost),
-                  FileEntry("agnhost-2", 0o755, hardlink="agnhost")]
+        files += [FileEntry(name, 0o755 if name == "agnhost" else 0o644, source=path)
+                  for name, path in sorted(agnhost.items())]
+        files.append(FileEntry("agnhost-2", 0o755, hardlink="agnhost"))
     return files
 
 
@@ -276,10 +284,14 @@ def _recipe(config: dict, names: Iterable[str], files: Iterable[FileEntry],
 
 
 def build(stand_in: StandIn, busybox: Path, probe: Path, cache: Path,
-          agnhost: Path | None = None) -> Path:
+          agnhost: Mapping[str, Path] | None = None) -> Path:
     """The stand-in's archive, cached by everything it is made of."""
     libraries = shared_libraries(busybox)
-    files = _files(stand_in, busybox, probe, busybox_applets(busybox), libraries, agnhost)
+    applets = busybox_applets(busybox)
+    if stand_in.bash_sh:
+        libraries = sorted({*libraries, *shared_libraries(BASH)})
+        applets = [a for a in applets if a != "sh"]
+    files = _files(stand_in, busybox, probe, applets, libraries, agnhost)
     dirs = _dirs(libraries)
     if stand_in.agnhost:
         dirs["uploads"] = 0o755
@@ -302,5 +314,5 @@ def build(stand_in: StandIn, busybox: Path, probe: Path, cache: Path,
 
 
 def build_all(busybox: Path, probe: Path, cache: Path, stand_ins: Iterable[StandIn] = STAND_INS,
-              agnhost: Path | None = None) -> dict[StandIn, Path]:
+              agnhost: Mapping[str, Path] | None = None) -> dict[StandIn, Path]:
     return {s: build(s, busybox, probe, cache, agnhost) for s in stand_ins}

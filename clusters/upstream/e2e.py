@@ -22,16 +22,16 @@ INSTALL_HINT = (f"run `sandcheck provision --upstream` (builds e2e.test from Kub
                 f"{KUBERNETES_VERSION})")
 RUNTIMECLASS = "preset:runtimeclass"
 NODE = "preset:node"
+QUICK_SPECS = "!Slow && !Serial && !Disruptive && !Flaky"
 FOCUS_PRESETS = {
-    RUNTIMECLASS: r"\[sig-node\] RuntimeClass",
-    NODE: r"\[sig-node\] (RuntimeClass|Pods|Container Runtime|InitContainer|Security Context|"
-          r"Container Lifecycle Hook|Downward API|PreStop|Sysctls|Variable Expansion|"
-          r"Ephemeral Containers|ConfigMap|Secrets|Kubelet|Containers|PodTemplates|"
-          r"Lease|NodeLease).*\[NodeConformance\]",
+    RUNTIMECLASS: (r"\[sig-node\] RuntimeClass", None),
+    NODE: (r"\[sig-node\]", f"NodeConformance && {QUICK_SPECS}"),
 }
-"""``preset:runtimeclass``: the RuntimeClass specs of sig-node (admission of a missing or
-deleted class, scheduling and overhead, the API), seconds. ``preset:node``: the node
-conformance specs about pods, containers and their runtime, minutes."""
+"""Preset -> (ginkgo focus regex, label filter). ``preset:runtimeclass``: the RuntimeClass
+specs of sig-node (admission of a missing or deleted class, scheduling and overhead, the
+API), seconds. ``preset:node``: sig-node's node conformance specs (pods, containers, probes,
+lifecycle hooks, security contexts, volumes of the downward API, config maps and secrets),
+less the slow, serial and disruptive ones, minutes."""
 
 BACKEND_LIMITS: dict[str, dict[str, str]] = {
     "local": {
@@ -53,15 +53,16 @@ skipped. Only specs a backend cannot offer by design: a spec that merely fails i
 failure."""
 
 
-def focus_regex(focus: str | None) -> str:
-    """An ``--e2e-focus`` value as the regex ginkgo gets; unset: the RuntimeClass preset."""
+def resolve_focus(focus: str | None) -> tuple[str, str | None]:
+    """An ``--e2e-focus`` value (unset: the RuntimeClass preset) as the focus regex and the
+    label filter ginkgo gets."""
     focus = focus or RUNTIMECLASS
     if focus.startswith("preset:"):
         if focus not in FOCUS_PRESETS:
             raise UserError(f"--e2e-focus {focus}: no such preset (known: "
                             f"{', '.join(FOCUS_PRESETS)}); or give a ginkgo focus regex")
         return FOCUS_PRESETS[focus]
-    return focus
+    return focus, None
 
 
 def limits(backend: str) -> dict[str, str]:
@@ -77,21 +78,27 @@ def e2e_binary() -> Path:
 
 
 def e2e_argv(binary: Path, kubeconfig: Path, report: Path, focus: str,
-             skips: list[str]) -> list[str]:
+             skips: list[str], label_filter: str | None = None) -> list[str]:
     argv = [str(binary), f"--kubeconfig={kubeconfig}", "--provider=skeleton",
             f"--ginkgo.focus={focus}", f"--ginkgo.junit-report={report}", "--ginkgo.no-color",
+            # Each spec's steps in the log as it runs: what a spec is waiting for shows.
+            "--ginkgo.v",
             # Its default waits for kube-system pods this cluster may not have.
             "--minStartupPods=0"]
     if skips:
         argv.append(f"--ginkgo.skip={skip_regex(skips)}")
+    if label_filter:
+        argv.append(f"--ginkgo.label-filter={label_filter}")
     return argv
 
 
 def run_e2e(kubeconfig: Path, workdir: Path, timeout: float, focus: str,
-            skips: list[str]) -> GinkgoRun:
-    """e2e.test with ``focus`` (a regex) against the cluster of ``kubeconfig``, leaving out
-    the specs whose names contain one of ``skips``; report and log land in ``workdir``."""
+            skips: list[str], label_filter: str | None = None) -> GinkgoRun:
+    """e2e.test with ``focus`` (a regex) and ``label_filter`` against the cluster of
+    ``kubeconfig``, leaving out the specs whose names contain one of ``skips``; report and
+    log land in ``workdir``."""
     binary = e2e_binary()
     workdir, report = prepare(workdir)
     env = {**os.environ, "KUBECONFIG": str(kubeconfig), "HOME": os.environ.get("HOME", "/root")}
-    return run_ginkgo(e2e_argv(binary, kubeconfig, report, focus, skips), workdir, timeout, env)
+    argv = e2e_argv(binary, kubeconfig, report, focus, skips, label_filter)
+    return run_ginkgo(argv, workdir, timeout, env)

@@ -4,8 +4,9 @@ The names are test/utils/image/manifest.go's at the Kubernetes pin (registry.k8s
 e2e-test-images, the pause image). agnhost is the real program, built from that release's
 test/images/agnhost by ``sandcheck provision --upstream``, in busybox's company (its own
 image adds a shell and networking tools the same way); busybox, nginx and httpd are the
-stand-ins critest uses too. Every one is imported into the node's containerd and also served
-by the run's loopback registry, since some specs pull by design (``imagePullPolicy:
+stand-ins critest uses too; busybox and agnhost have bash as /bin/sh (see ``bash_sh``).
+Every one is imported into the node's containerd and also served by the run's loopback
+registry, since some specs pull by design (``imagePullPolicy:
 Always``, "should be able to pull image"): with every registry host routed there, a pull of
 a name that is not served fails as it would upstream, and nothing leaves this machine.
 """
@@ -16,11 +17,14 @@ from pathlib import Path
 
 from sandcheck.clusters.errors import UserError
 from sandcheck.clusters.provision.kubernetes import AGNHOST
+from sandcheck.clusters.provision.paths import cache_dir
+from sandcheck.clusters.provision.pins import KUBERNETES_VERSION
 from sandcheck.clusters.upstream.criimages import E2E, NGINX_CMD, StandIn
 
 STAND_INS: tuple[StandIn, ...] = (
-    StandIn("e2e-agnhost", (E2E + "agnhost:2.56",), pulled=True, cmd=("pause",), agnhost=True),
-    StandIn("e2e-busybox", (E2E + "busybox:1.37.0-1",), pulled=True),
+    StandIn("e2e-agnhost", (E2E + "agnhost:2.56",), pulled=True, cmd=("pause",), agnhost=True,
+            bash_sh=True),
+    StandIn("e2e-busybox", (E2E + "busybox:1.37.0-1",), pulled=True, bash_sh=True),
     StandIn("e2e-nginx", (E2E + "nginx:1.14-4", E2E + "nginx:1.15-4"), pulled=True,
             cmd=NGINX_CMD),
     StandIn("e2e-httpd", (E2E + "httpd:2.4.38-4", E2E + "httpd:2.4.39-4"), pulled=True,
@@ -31,9 +35,17 @@ STAND_INS: tuple[StandIn, ...] = (
 """``pulled``: served by the registry; the e2e fixture imports them as well."""
 
 
-def agnhost() -> Path:
+def agnhost() -> dict[str, Path]:
+    """The files of agnhost's image at its root: the binary, and the TLS pair its netexec
+    and porter serve with (the Dockerfile's ``ADD porter/localhost.crt``), from the
+    release's module source."""
     binary = AGNHOST.binaries()["agnhost"]
-    if not binary.is_file():
-        raise UserError(f"agnhost is not built ({binary}): run `sandcheck provision "
-                        "--upstream` (builds it from Kubernetes' test/images/agnhost)")
-    return binary
+    porter = (cache_dir() / "go" / "mod" / "k8s.io" / f"kubernetes@{KUBERNETES_VERSION}" /
+              "test" / "images" / "agnhost" / "porter")
+    files = {"agnhost": binary, "localhost.crt": porter / "localhost.crt",
+             "localhost.key": porter / "localhost.key"}
+    missing = [str(p) for p in files.values() if not p.is_file()]
+    if missing:
+        raise UserError(f"agnhost is not built ({', '.join(missing)} missing): run `sandcheck "
+                        "provision --upstream` (builds it from Kubernetes' test/images/agnhost)")
+    return files

@@ -115,7 +115,7 @@ def critest_focus(request: pytest.FixtureRequest) -> str | None:
 @pytest.fixture(scope="session")
 def e2e_focus(request: pytest.FixtureRequest) -> str:
     """``--e2e-focus``: a ginkgo focus regex or a preset; unset, ``preset:runtimeclass``."""
-    return _focus(request, "e2e_focus", e2e.focus_regex) or e2e.RUNTIMECLASS
+    return _focus(request, "e2e_focus", e2e.resolve_focus) or e2e.RUNTIMECLASS
 
 
 def _read(path: Path | None) -> str:

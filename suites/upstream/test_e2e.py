@@ -24,10 +24,11 @@ pytestmark = [pytest.mark.upstream, pytest.mark.kubernetes]
 
 
 def test_e2e(backend, e2e_node, e2e_focus, upstream_outcome, record_metric, request):
-    focus = e2e.focus_regex(e2e_focus)
+    focus, label_filter = e2e.resolve_focus(e2e_focus)
     limits = e2e.limits(backend.name)
     workdir = Path(request.config.getoption("report_dir")) / e2e.SUITE
-    run = e2e.run_e2e(backend.kubeconfig_path, workdir, TIMEOUTS.e2e, focus, list(limits))
+    run = e2e.run_e2e(backend.kubeconfig_path, workdir, TIMEOUTS.e2e, focus, list(limits),
+                      label_filter)
     # A node sandcheck configures runs pods without a class with the first runtime.
     default = backend.runtimes[0].name if e2e_node.node is not None and backend.runtimes \
         else None
