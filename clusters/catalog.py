@@ -213,9 +213,9 @@ class Runtime:
     caveat: str | None = None
     """What the runtime needs beyond its binaries; the provisioning report repeats it."""
     upstream_deviations: dict[str, dict[str, str]] = field(default_factory=dict)
-    """Upstream suite (``critest``) -> spec name -> the source documenting that this runtime
-    does not meet it. Such a spec's failure is reported as a deviation, not as a pass or a
-    failure (clusters/upstream/verdicts.py)."""
+    """Upstream suite (``critest``, ``e2e``) -> spec name -> the source documenting that this
+    runtime does not meet it. Such a spec's failure is reported as a deviation, not as a pass
+    or a failure (clusters/upstream/verdicts.py)."""
 
     def containerd_options(self, config_dir: str) -> dict[str, Any]:
         return {k: _fill(v, config_dir) for k, v in self.options.items()}

@@ -401,14 +401,12 @@ def test_a_test_binary_build_module_keeps_what_the_tests_import(tmp_path):
 
 def test_e2e_focus_presets_and_a_bad_one():
     assert e2e.resolve_focus(None) == e2e.FOCUS_PRESETS[e2e.RUNTIMECLASS]
-    assert e2e.resolve_focus("Pods should") == ("Pods should", None)
-    node, labels = e2e.resolve_focus(e2e.NODE)
-    assert re.search(node, "[sig-node] Pods should be submitted and removed [NodeConformance] "
-                     "[Conformance]")
-    assert not re.search(node, "[sig-network] DNS should provide DNS [Conformance]")
-    assert "NodeConformance" in labels and "!Slow" in labels
-    argv = e2e.e2e_argv(Path("/e2e.test"), Path("/k"), Path("/r"), node, [], labels)
-    assert f"--ginkgo.label-filter={labels}" in argv
+    assert e2e.resolve_focus("Pods should") == e2e.Focus("Pods should")
+    node = e2e.resolve_focus(e2e.NODE)
+    assert re.search(node.regex, "[sig-node] Pods should be submitted and removed "
+                     "[NodeConformance] [Conformance]")
+    assert not re.search(node.regex, "[sig-network] DNS should provide DNS [Conformance]")
+    assert "NodeConformance" in node.label_filter and "!Slow" in node.label_filter
     with pytest.raises(UserError, match="no such preset"):
         e2e.resolve_focus("preset:everything")
 
@@ -417,12 +415,25 @@ def test_e2e_runs_against_the_kubeconfig_and_leaves_out_what_the_backend_cannot_
     limits = e2e.limits("local")
     assert all(why for why in limits.values()) and e2e.limits("kubeconfig") == {}
     argv = e2e.e2e_argv(Path("/b/e2e.test"), Path("/w/admin.kubeconfig"), Path("/r/junit.xml"),
-                        "RuntimeClass", list(limits))
+                        e2e.Focus("RuntimeClass"), list(limits))
+    assert argv[0] == "/b/e2e.test"
     assert "--kubeconfig=/w/admin.kubeconfig" in argv and "--provider=skeleton" in argv
     assert "--ginkgo.focus=RuntimeClass" in argv and "--ginkgo.junit-report=/r/junit.xml" in argv
     skip = next(a for a in argv if a.startswith("--ginkgo.skip=")).split("=", 1)[1]
     assert re.search(skip, "[sig-node] RuntimeClass should run a Pod requesting a RuntimeClass "
                      "with a configured handler [Feature:RuntimeHandler]")
+
+
+def test_a_parallel_focus_runs_e2e_through_the_ginkgo_cli():
+    node = e2e.resolve_focus(e2e.NODE)
+    argv = e2e.e2e_argv(Path("/b/e2e.test"), Path("/w/k"), Path("/r/junit.xml"), node, ["x"],
+                        ginkgo=Path("/b/ginkgo"))
+    cli, test = argv[:argv.index("/b/e2e.test")], argv[argv.index("/b/e2e.test") + 1:]
+    assert cli[0] == "/b/ginkgo" and f"--procs={node.procs}" in cli and node.procs > 1
+    assert {"--output-dir=/r", "--junit-report=junit.xml", "--skip=x",
+            f"--label-filter={node.label_filter}"} <= set(cli)
+    assert test[0] == "--" and "--kubeconfig=/w/k" in test
+    assert not any(a.startswith("--ginkgo.") for a in argv)
 
 
 def test_a_limit_is_reported_skipped_only_where_the_focus_would_have_run_it(tmp_path):
@@ -437,7 +448,7 @@ def test_a_limit_is_reported_skipped_only_where_the_focus_would_have_run_it(tmp_
       <testcase name="[It] {private}" status="skipped"><skipped message="skipped"/></testcase>
       <testcase name="[It] {api}" status="passed"/></testsuite></testsuites>""")
     specs = read_junit(junit)
-    focus, _ = e2e.resolve_focus(e2e.RUNTIMECLASS)
+    focus = e2e.resolve_focus(e2e.RUNTIMECLASS).regex
     verdicts = judge_all(specs, {}, e2e.SUITE, e2e.limits("local"), focus,
                          skipped_as="not run on the local backend")
     assert [(v.status, v.message.split(":")[0]) for v in verdicts] == [

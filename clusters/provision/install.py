@@ -39,6 +39,7 @@ from sandcheck.clusters.provision.tools import (
     CONTAINERD17,
     CRI_TOOLS,
     CRITEST,
+    GINKGO,
     GVISOR,
     GVISOR_SHIM_OOM_TOLERANT,
     KIND,
@@ -118,8 +119,8 @@ def provision(
     docker.io). ``registry`` builds CNCF Distribution's registry (the kind backend's
     ``--kind-registry`` and the push-image tests). ``upstream`` builds critest (cri-tools'
     CRI validation suite, the pin crictl comes from), Kubernetes' e2e.test and agnhost (the
-    Kubernetes pin), the registry their image specs pull from, and unpacks Debian's busybox
-    for their images (suites/upstream).
+    Kubernetes pin), the ginkgo CLI that runs e2e.test in parallel, the registry their image
+    specs pull from, and unpacks Debian's busybox for their images (suites/upstream).
     """
     result = Provisioned(path_dir=path_dir())
     apt_install([*BASE_PACKAGES, *(p for rt in runtimes for p in rt.packages),
@@ -139,6 +140,7 @@ def provision(
         built.update(build(CRITEST, progress))
         built.update(build(E2E, progress))
         built.update(build(AGNHOST, progress))
+        built.update(build(GINKGO, progress))
         apt_unpack(BUSYBOX_PACKAGE, unpacked_dir(BUSYBOX_PACKAGE), progress)
     if registry or upstream:
         built.update(build(REGISTRY, progress))

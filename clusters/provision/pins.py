@@ -31,3 +31,6 @@ KIND_NODE_PAUSE_TAGS = ("3.10.1", "3.10")
 DISTRIBUTION_VERSION = "v3.1.2"
 """CNCF Distribution's registry: the loopback registry of the kind backend and the
 push-image tests."""
+GINKGO_VERSION = "v2.21.0"
+"""The ginkgo CLI that runs e2e.test's specs in parallel: the version Kubernetes v1.34.12's
+go.mod requires (its test binaries speak that version's parallel protocol)."""

@@ -185,3 +185,12 @@ REGISTRY = GoTool(
     version_vars=("github.com/distribution/distribution/v3/version.version",),
     strip=True,
 )
+
+# The ginkgo CLI: runs a compiled ginkgo suite (e2e.test) on several processes and merges
+# their reports, as Kubernetes' hack/ginkgo-e2e.sh does.
+GINKGO = GoTool(
+    name="ginkgo",
+    module="github.com/onsi/ginkgo/v2",
+    version=pins.GINKGO_VERSION,
+    packages={"ginkgo": "github.com/onsi/ginkgo/v2/ginkgo"},
+)

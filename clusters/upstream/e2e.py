@@ -10,24 +10,36 @@ with the node's default handler, which on the local backend is the first of ``--
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from sandcheck.clusters.errors import UserError
 from sandcheck.clusters.provision.kubernetes import E2E
 from sandcheck.clusters.provision.pins import KUBERNETES_VERSION
+from sandcheck.clusters.provision.tools import GINKGO
 from sandcheck.clusters.upstream.ginkgo import GinkgoRun, prepare, run_ginkgo, skip_regex
 
 SUITE = "e2e"
 INSTALL_HINT = (f"run `sandcheck provision --upstream` (builds e2e.test from Kubernetes "
-                f"{KUBERNETES_VERSION})")
+                f"{KUBERNETES_VERSION} and the ginkgo CLI)")
 RUNTIMECLASS = "preset:runtimeclass"
 NODE = "preset:node"
 QUICK_SPECS = "!Slow && !Serial && !Disruptive && !Flaky"
+
+@dataclass(frozen=True)
+class Focus:
+    regex: str
+    label_filter: str | None = None
+    procs: int = 1
+    """Parallel e2e.test processes (through the ginkgo CLI, as Kubernetes' CI runs them):
+    most of a spec's time is waiting on pods, so a few run well side by side."""
+
+
 FOCUS_PRESETS = {
-    RUNTIMECLASS: (r"\[sig-node\] RuntimeClass", None),
-    NODE: (r"\[sig-node\]", f"NodeConformance && {QUICK_SPECS}"),
+    RUNTIMECLASS: Focus(r"\[sig-node\] RuntimeClass"),
+    NODE: Focus(r"\[sig-node\]", f"NodeConformance && {QUICK_SPECS}", procs=4),
 }
-"""Preset -> (ginkgo focus regex, label filter). ``preset:runtimeclass``: the RuntimeClass
+"""Preset -> what ginkgo runs. ``preset:runtimeclass``: the RuntimeClass
 specs of sig-node (admission of a missing or deleted class, scheduling and overhead, the
 API), seconds. ``preset:node``: sig-node's node conformance specs (pods, containers, probes,
 lifecycle hooks, security contexts, volumes of the downward API, config maps and secrets),
@@ -53,16 +65,15 @@ skipped. Only specs a backend cannot offer by design: a spec that merely fails i
 failure."""
 
 
-def resolve_focus(focus: str | None) -> tuple[str, str | None]:
-    """An ``--e2e-focus`` value (unset: the RuntimeClass preset) as the focus regex and the
-    label filter ginkgo gets."""
+def resolve_focus(focus: str | None) -> Focus:
+    """An ``--e2e-focus`` value (unset: the RuntimeClass preset) as what ginkgo runs."""
     focus = focus or RUNTIMECLASS
     if focus.startswith("preset:"):
         if focus not in FOCUS_PRESETS:
             raise UserError(f"--e2e-focus {focus}: no such preset (known: "
                             f"{', '.join(FOCUS_PRESETS)}); or give a ginkgo focus regex")
         return FOCUS_PRESETS[focus]
-    return focus, None
+    return Focus(focus)
 
 
 def limits(backend: str) -> dict[str, str]:
@@ -71,34 +82,49 @@ def limits(backend: str) -> dict[str, str]:
 
 
 def e2e_binary() -> Path:
-    binary = E2E.binaries()["e2e.test"]
+    return _built(E2E, "e2e.test")
+
+
+def ginkgo_binary() -> Path:
+    return _built(GINKGO, "ginkgo")
+
+
+def _built(tool, name: str) -> Path:
+    binary = tool.binaries()[name]
     if not os.access(binary, os.X_OK):
-        raise UserError(f"e2e.test is not built ({binary}): {INSTALL_HINT}")
+        raise UserError(f"{name} is not built ({binary}): {INSTALL_HINT}")
     return binary
 
 
-def e2e_argv(binary: Path, kubeconfig: Path, report: Path, focus: str,
-             skips: list[str], label_filter: str | None = None) -> list[str]:
-    argv = [str(binary), f"--kubeconfig={kubeconfig}", "--provider=skeleton",
-            f"--ginkgo.focus={focus}", f"--ginkgo.junit-report={report}", "--ginkgo.no-color",
-            # Each spec's steps in the log as it runs: what a spec is waiting for shows.
-            "--ginkgo.v",
-            # Its default waits for kube-system pods this cluster may not have.
-            "--minStartupPods=0"]
+def e2e_argv(binary: Path, kubeconfig: Path, report: Path, focus: Focus,
+             skips: list[str], ginkgo: Path | None = None) -> list[str]:
+    """e2e.test's command line, or with ``focus.procs`` > 1 the ginkgo CLI's running it on
+    that many processes (ginkgo's options go to the CLI, e2e's after ``--``)."""
+    e2e_flags = [f"--kubeconfig={kubeconfig}", "--provider=skeleton",
+                 # Its default waits for kube-system pods this cluster may not have.
+                 "--minStartupPods=0"]
+    ginkgo_flags = [f"--focus={focus.regex}", "--no-color",
+                    # Each spec's steps in the log as it runs: what a spec waits for shows.
+                    "-v"]
     if skips:
-        argv.append(f"--ginkgo.skip={skip_regex(skips)}")
-    if label_filter:
-        argv.append(f"--ginkgo.label-filter={label_filter}")
-    return argv
+        ginkgo_flags.append(f"--skip={skip_regex(skips)}")
+    if focus.label_filter:
+        ginkgo_flags.append(f"--label-filter={focus.label_filter}")
+    if focus.procs > 1:
+        assert ginkgo is not None
+        return [str(ginkgo), f"--procs={focus.procs}", f"--output-dir={report.parent}",
+                f"--junit-report={report.name}", *ginkgo_flags, str(binary), "--", *e2e_flags]
+    return [str(binary), *e2e_flags, f"--ginkgo.junit-report={report}",
+            *(f"--ginkgo.{flag.lstrip('-')}" for flag in ginkgo_flags)]
 
 
-def run_e2e(kubeconfig: Path, workdir: Path, timeout: float, focus: str,
-            skips: list[str], label_filter: str | None = None) -> GinkgoRun:
-    """e2e.test with ``focus`` (a regex) and ``label_filter`` against the cluster of
-    ``kubeconfig``, leaving out the specs whose names contain one of ``skips``; report and
-    log land in ``workdir``."""
+def run_e2e(kubeconfig: Path, workdir: Path, timeout: float, focus: Focus,
+            skips: list[str]) -> GinkgoRun:
+    """e2e.test with ``focus`` against the cluster of ``kubeconfig``, leaving out the specs
+    whose names contain one of ``skips``; report and log land in ``workdir``."""
     binary = e2e_binary()
+    ginkgo = ginkgo_binary() if focus.procs > 1 else None
     workdir, report = prepare(workdir)
     env = {**os.environ, "KUBECONFIG": str(kubeconfig), "HOME": os.environ.get("HOME", "/root")}
-    argv = e2e_argv(binary, kubeconfig, report, focus, skips, label_filter)
-    return run_ginkgo(argv, workdir, timeout, env)
+    argv = e2e_argv(binary, kubeconfig, report, focus, skips, ginkgo)
+    return run_ginkgo(argv, workdir, timeout, env, log_name="e2e.log")

@@ -3,12 +3,15 @@
 The names are test/utils/image/manifest.go's at the Kubernetes pin (registry.k8s.io's
 e2e-test-images, the pause image). agnhost is the real program, built from that release's
 test/images/agnhost by ``sandcheck provision --upstream``, in busybox's company (its own
-image adds a shell and networking tools the same way); busybox, nginx and httpd are the
-stand-ins critest uses too; busybox and agnhost have bash as /bin/sh (see ``bash_sh``).
+image adds a shell and networking tools the same way). busybox, nginx, httpd and the
+nonewprivs image (the probe, setuid root) are the stand-ins critest uses too; nonroot is
+busybox with USER 1234, as its Dockerfile has it. busybox and agnhost have bash as /bin/sh
+(see ``bash_sh``).
+
 Every one is imported into the node's containerd and also served by the run's loopback
-registry, since some specs pull by design (``imagePullPolicy:
-Always``, "should be able to pull image"): with every registry host routed there, a pull of
-a name that is not served fails as it would upstream, and nothing leaves this machine.
+registry, since some specs pull by design (``imagePullPolicy: Always``, "should be able to
+pull image"): with every registry host routed there, a pull of a name that is not served
+fails as it would upstream, and nothing leaves this machine.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from sandcheck.clusters.errors import UserError
 from sandcheck.clusters.provision.kubernetes import AGNHOST
 from sandcheck.clusters.provision.paths import cache_dir
 from sandcheck.clusters.provision.pins import KUBERNETES_VERSION
+from sandcheck.clusters.upstream import criimages
 from sandcheck.clusters.upstream.criimages import E2E, NGINX_CMD, StandIn
 
 STAND_INS: tuple[StandIn, ...] = (
@@ -31,6 +35,10 @@ STAND_INS: tuple[StandIn, ...] = (
             cmd=("httpd-foreground",)),
     StandIn("e2e-pause", ("registry.k8s.io/pause:3.10.1",), pulled=True,
             cmd=("sleep", "infinity")),
+    # test/images/nonroot: its base with USER 1234.
+    StandIn("e2e-nonroot", (E2E + "nonroot:1.4",), pulled=True, user="1234"),
+    # critest names the same nonewprivs image: its stand-in prints "Effective uid: N".
+    next(s for s in criimages.STAND_INS if s.key == "nonewprivs"),
 )
 """``pulled``: served by the registry; the e2e fixture imports them as well."""
 

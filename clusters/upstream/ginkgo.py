@@ -52,11 +52,12 @@ class GinkgoRun:
 
 
 def run_ginkgo(argv: list[str], workdir: Path, timeout: float,
-               env: Mapping[str, str] | None = None) -> GinkgoRun:
+               env: Mapping[str, str] | None = None, log_name: str | None = None) -> GinkgoRun:
     """``argv`` (which must write ``workdir/junit.xml``) with ``workdir`` as its working
-    directory and ``workdir/<suite>.log`` as its output."""
+    directory and ``workdir/<log_name>`` (default: the binary's name, ``.log``) as its
+    output."""
     report = workdir / "junit.xml"
-    log = workdir / f"{Path(argv[0]).name.removesuffix('.test')}.log"
+    log = workdir / (log_name or f"{Path(argv[0]).name.removesuffix('.test')}.log")
     start = time.monotonic()
     with open(log, "wb") as out:
         proc = subprocess.Popen(argv, cwd=workdir, stdout=out, stderr=subprocess.STDOUT,

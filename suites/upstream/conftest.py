@@ -81,6 +81,7 @@ def e2e_node(request: pytest.FixtureRequest, backend: Backend, run_id: str,
     require(backend, Capability.KUBERNETES_API)
     try:
         e2e.e2e_binary()
+        e2e.ginkgo_binary()
         agnhost = e2eimages.agnhost() if offers(backend, Capability.NODE_IMAGES) else None
     except UserError as exc:
         pytest.skip(str(exc))

@@ -24,18 +24,19 @@ pytestmark = [pytest.mark.upstream, pytest.mark.kubernetes]
 
 
 def test_e2e(backend, e2e_node, e2e_focus, upstream_outcome, record_metric, request):
-    focus, label_filter = e2e.resolve_focus(e2e_focus)
+    focus = e2e.resolve_focus(e2e_focus)
     limits = e2e.limits(backend.name)
     workdir = Path(request.config.getoption("report_dir")) / e2e.SUITE
-    run = e2e.run_e2e(backend.kubeconfig_path, workdir, TIMEOUTS.e2e, focus, list(limits),
-                      label_filter)
-    # A node sandcheck configures runs pods without a class with the first runtime.
-    default = backend.runtimes[0].name if e2e_node.node is not None and backend.runtimes \
-        else None
-    record_metric(Metric("upstream_e2e_seconds", default or backend.name, "s", [run.seconds],
+    run = e2e.run_e2e(backend.kubeconfig_path, workdir, TIMEOUTS.e2e, focus, list(limits))
+    # A node sandcheck configures runs pods without a class with the first runtime, whose
+    # declared e2e deviations apply.
+    default = backend.runtimes[0] if e2e_node.node is not None and backend.runtimes else None
+    name = default.name if default is not None else None
+    record_metric(Metric("upstream_e2e_seconds", name or backend.name, "s", [run.seconds],
                          labels={"focus": e2e_focus}))
-    verdicts = judge_all(run.specs, {}, e2e.SUITE, limits, focus,
+    declared = default.upstream_deviations.get(e2e.SUITE, {}) if default is not None else {}
+    verdicts = judge_all(run.specs, declared, e2e.SUITE, limits, focus.regex,
                          skipped_as=f"not run on the {backend.name} backend")
     upstream_outcome(e2e.SUITE, run, verdicts, e2e_node, f"the {backend.name} backend",
-                     TIMEOUTS.e2e, runtime=default, focus=e2e_focus,
-                     default_handler=default or "the cluster's")
+                     TIMEOUTS.e2e, runtime=name, focus=e2e_focus,
+                     default_handler=default.handler if default is not None else "the cluster's")
