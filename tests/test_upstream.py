@@ -7,6 +7,7 @@ runc, and e2e.test, a small focus of it, on the local backend.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import tarfile
@@ -411,9 +412,26 @@ def test_e2e_focus_presets_and_a_bad_one():
         e2e.resolve_focus("preset:everything")
 
 
+def test_what_a_run_cannot_offer_comes_from_the_backend_the_images_and_the_host(tmp_path):
+    assert e2e.limits("kubeconfig") == {}
+    local = e2e.limits("local")
+    assert local and all(why for why in local.values())
+    assert set(e2e.STAND_IN_LIMITS) <= set(e2e.limits("local", stand_in_images=True))
+    no_module = tmp_path / "sys-module"
+    no_module.mkdir()
+    assert not e2e.has_dummy_links(no_module, tmp_path / "lib-modules")
+    (no_module / "dummy").mkdir()
+    assert e2e.has_dummy_links(no_module, tmp_path / "lib-modules")
+    release = tmp_path / "lib-modules" / os.uname().release
+    release.mkdir(parents=True)
+    (release / "modules.builtin").write_text("kernel/drivers/net/dummy.ko\n")
+    assert e2e.has_dummy_links(tmp_path / "none", tmp_path / "lib-modules")
+    here = e2e.limits("local", node_is_host=True)
+    assert (e2e.DUMMY_LINK_SPEC in here) == (not e2e.has_dummy_links())
+
+
 def test_e2e_runs_against_the_kubeconfig_and_leaves_out_what_the_backend_cannot_offer():
     limits = e2e.limits("local")
-    assert all(why for why in limits.values()) and e2e.limits("kubeconfig") == {}
     argv = e2e.e2e_argv(Path("/b/e2e.test"), Path("/w/admin.kubeconfig"), Path("/r/junit.xml"),
                         e2e.Focus("RuntimeClass"), list(limits))
     assert argv[0] == "/b/e2e.test"

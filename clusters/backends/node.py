@@ -192,6 +192,12 @@ class NodeBackend:
         plugins = doc.setdefault("plugins", tomlkit.table(True))
         # containerd unpacks "opt" plugins under /opt/containerd unless told otherwise.
         plugins["io.containerd.internal.v1.opt"] = {"path": str(self.workdir / "opt")}
+        # NRI on, its socket and plugin dirs in the work dir (critest's NRI specs connect as
+        # a plugin; containerd 1.7 has it off by default).
+        nri = self.workdir / "nri"
+        plugins["io.containerd.nri.v1.nri"] = {
+            "disable": False, "socket_path": str(self.nri_socket),
+            "plugin_path": str(nri / "plugins"), "plugin_config_path": str(nri / "conf.d")}
         cni = {"bin_dir": _cni_bin_dir(), "conf_dir": str(etc / "cni"), "max_conf_num": 1}
         # Lowering the sandbox's oom_score_adj needs CAP_SYS_RESOURCE, which root lacks on
         # some VMs and CI containers; restricting it to containerd's own score always works.
@@ -347,6 +353,11 @@ class NodeBackend:
     def registry_config_path(self) -> Path:
         """containerd's ``config_path``: one ``<host>/hosts.toml`` per registry host."""
         return self.workdir / "etc" / "certs.d"
+
+    @property
+    def nri_socket(self) -> Path:
+        """containerd's NRI socket, where NRI plugins connect."""
+        return self.workdir / "nri" / "nri.sock"
 
     def import_image(self, archive: Path) -> None:
         """An image archive into CRI's namespace, under the names its index gives."""

@@ -7,9 +7,9 @@ multi_container_linux.go, security_context_linux.go) and the image-manager image
 Debian's busybox with all its applets as hard links, as busybox's own image has them (a
 masked /bin/ls must not mask /bin/sh), plus what a spec looks at: a marker file,
 an image USER, an nginx or httpd that serves HTTP 200 and looks like one to ``pidof`` and
-``/proc/1/cmdline``, ``ipcs``/``pgrep`` (which Debian's busybox lacks; ``ipcs`` is the
-probe's), and for the nonewprivs image the probe's setuid-root copy printing its
-effective uid.
+``/proc/1/cmdline``, ``ipcs``/``pgrep``/``curl`` (which Debian's busybox lacks; ``ipcs``
+is the probe's, ``curl`` fetches through busybox's wget), and for the nonewprivs image the
+probe's setuid-root copy printing its effective uid.
 
 Images that containers run are imported into the node's containerd; the ones the image
 specs pull by design are pushed to a loopback registry (``pulled``).
@@ -105,6 +105,11 @@ exec httpd -f -p 80 -h {HTML}
 IPCS = """#!/bin/sh
 exec /usr/local/bin/probe ipcs
 """
+CURL = """#!/bin/sh
+# Stand-in for curl URL (busybox has wget, not curl): the body on stdout.
+for url; do :; done
+exec wget -q -O - "$url"
+"""
 PGREP = """#!/bin/sh
 # Stand-in for pgrep NAME (Debian's busybox has none): pidof's exact match.
 pidof "$@"
@@ -122,6 +127,8 @@ class StandIn:
     names: tuple[str, ...]
     pulled: bool
     """True: an image spec pulls it by design (served by the registry); else imported."""
+    served: bool = False
+    """Imported and also served by the registry: specs run it and some pull it too."""
     marker: str = ""
     """A file of that name at / (cri-tools' image-test adds ``ADD ${TEST} ${TEST}``)."""
     user: str = ""
@@ -144,7 +151,8 @@ def _user(key: str, user: str) -> StandIn:
 
 
 STAND_INS: tuple[StandIn, ...] = (
-    StandIn("busybox", (E2E + "busybox:1.29-2",), pulled=False),
+    # critest's default image, pulled by its NRI specs.
+    StandIn("busybox", (E2E + "busybox:1.29-2",), pulled=False, served=True),
     StandIn("nginx", (E2E + "nginx:1.14-2",), pulled=False,
             cmd=NGINX_CMD),
     StandIn("httpd", (E2E + "httpd:2.4.39-4",), pulled=False, cmd=("httpd-foreground",)),
@@ -236,6 +244,7 @@ def _files(stand_in: StandIn, busybox: Path, probe: Path, applets: Iterable[str]
         FileEntry("usr/local/bin/probe", 0o755, source=probe),
         FileEntry("usr/bin/ipcs", 0o755, data=IPCS.encode()),
         FileEntry("usr/bin/pgrep", 0o755, data=PGREP.encode()),
+        FileEntry("usr/bin/curl", 0o755, data=CURL.encode()),
         FileEntry("usr/sbin/nginx", 0o755, data=NGINX.encode()),
         FileEntry("usr/local/bin/httpd-foreground", 0o755, data=HTTPD.encode()),
         FileEntry(f"{HTML.lstrip('/')}/index.html", data=INDEX),

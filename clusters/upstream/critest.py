@@ -76,22 +76,24 @@ def critest_binary() -> Path:
 
 
 def critest_argv(binary: Path, endpoint: str, handler: str, report: Path,
-                 focus: str | None = None) -> list[str]:
+                 focus: str | None = None, nri_socket: Path | None = None) -> list[str]:
     argv = [str(binary), f"--runtime-endpoint={endpoint}", f"--image-endpoint={endpoint}",
             f"--runtime-handler={handler}", f"--ginkgo.junit-report={report}",
             "--ginkgo.no-color", f"--ginkgo.skip={skip_regex(list(OFFLINE_SKIPS))}"]
+    if nri_socket is not None:
+        argv.append(f"--nri-socket={nri_socket}")
     if focus:
         argv.append(f"--ginkgo.focus={focus}")
     return argv
 
 
 def run_critest(endpoint: str, handler: str, workdir: Path, timeout: float,
-                focus: str | None = None) -> GinkgoRun:
+                focus: str | None = None, nri_socket: Path | None = None) -> GinkgoRun:
     """critest against ``endpoint`` for ``handler``; the report and log land in
     ``workdir``, its working directory (the endpoints given override any crictl.yaml)."""
     binary = critest_binary()
     workdir, report = prepare(workdir)
-    argv = critest_argv(binary, endpoint, handler, report, focus)
+    argv = critest_argv(binary, endpoint, handler, report, focus, nri_socket)
     with locked(LOCK):
         shm_before = sysvipc.segments()
         run = run_ginkgo(argv, workdir, timeout)

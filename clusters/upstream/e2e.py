@@ -76,9 +76,46 @@ def resolve_focus(focus: str | None) -> Focus:
     return Focus(focus)
 
 
-def limits(backend: str) -> dict[str, str]:
-    """What ``backend`` cannot run: a text of the specs' names -> why."""
-    return dict(BACKEND_LIMITS.get(backend, {}))
+STAND_IN_LIMITS = {
+    "should not write to root filesystem":
+        "it compares busybox ash's exact error text, and the stand-in busybox image's /bin/sh "
+        "is bash (see clusters/upstream/criimages.py, bash_sh)",
+}
+"""Specs that read what only the upstream image has, not sandcheck's stand-in."""
+DUMMY_LINK_SPEC = "PrivilegedPod [NodeConformance] should enable privileged commands"
+
+
+def has_dummy_links(sys_module: Path = Path("/sys/module"),
+                    modules: Path = Path("/lib/modules")) -> bool:
+    """Whether this kernel can make a dummy network device: built in or loaded (in
+    /sys/module), or a module it could load (nothing is loaded to find out)."""
+    if (sys_module / "dummy").exists():
+        return True
+    release = modules / os.uname().release
+    return any(release.glob("kernel/drivers/net/dummy.ko*")) or "dummy.ko" in _read(
+        release / "modules.builtin")
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
+
+
+def limits(backend: str, stand_in_images: bool = False,
+           node_is_host: bool = False) -> dict[str, str]:
+    """What a run cannot offer, a text of the specs' names -> why: by design of ``backend``,
+    of sandcheck's stand-in images, and of this host's kernel when the node runs on it."""
+    found = dict(BACKEND_LIMITS.get(backend, {}))
+    if stand_in_images:
+        found.update(STAND_IN_LIMITS)
+    if node_is_host and not has_dummy_links():
+        found[DUMMY_LINK_SPEC] = (
+            "this host's kernel has no dummy network device (no dummy module built in, "
+            "loaded or installed), and the spec makes one (`ip link add dummy1 type dummy`) "
+            "in a privileged pod")
+    return found
 
 
 def e2e_binary() -> Path:

@@ -25,22 +25,23 @@ from sandcheck.clusters.provision.pins import KUBERNETES_VERSION
 from sandcheck.clusters.upstream import criimages
 from sandcheck.clusters.upstream.criimages import E2E, NGINX_CMD, StandIn
 
+
+def _served(key: str, *names: str, **more) -> StandIn:
+    return StandIn(key, names, pulled=False, served=True, **more)
+
+
 STAND_INS: tuple[StandIn, ...] = (
-    StandIn("e2e-agnhost", (E2E + "agnhost:2.56",), pulled=True, cmd=("pause",), agnhost=True,
-            bash_sh=True),
-    StandIn("e2e-busybox", (E2E + "busybox:1.37.0-1",), pulled=True, bash_sh=True),
-    StandIn("e2e-nginx", (E2E + "nginx:1.14-4", E2E + "nginx:1.15-4"), pulled=True,
-            cmd=NGINX_CMD),
-    StandIn("e2e-httpd", (E2E + "httpd:2.4.38-4", E2E + "httpd:2.4.39-4"), pulled=True,
+    _served("e2e-agnhost", E2E + "agnhost:2.56", cmd=("pause",), agnhost=True, bash_sh=True),
+    _served("e2e-busybox", E2E + "busybox:1.37.0-1", bash_sh=True),
+    _served("e2e-nginx", E2E + "nginx:1.14-4", E2E + "nginx:1.15-4", cmd=NGINX_CMD),
+    _served("e2e-httpd", E2E + "httpd:2.4.38-4", E2E + "httpd:2.4.39-4",
             cmd=("httpd-foreground",)),
-    StandIn("e2e-pause", ("registry.k8s.io/pause:3.10.1",), pulled=True,
-            cmd=("sleep", "infinity")),
+    _served("e2e-pause", "registry.k8s.io/pause:3.10.1", cmd=("sleep", "infinity")),
     # test/images/nonroot: its base with USER 1234.
-    StandIn("e2e-nonroot", (E2E + "nonroot:1.4",), pulled=True, user="1234"),
+    _served("e2e-nonroot", E2E + "nonroot:1.4", user="1234"),
     # critest names the same nonewprivs image: its stand-in prints "Effective uid: N".
     next(s for s in criimages.STAND_INS if s.key == "nonewprivs"),
 )
-"""``pulled``: served by the registry; the e2e fixture imports them as well."""
 
 
 def agnhost() -> dict[str, Path]:

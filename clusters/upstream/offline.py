@@ -50,15 +50,14 @@ def registry_target(registry_host: str, name: str) -> Target:
 
 
 def serve(node: ImageNode, registry: LoopbackRegistry, archives: dict[StandIn, Path],
-          progress: Progress = quiet, import_all: bool = False) -> Served:
-    """Import the images containers run and push the ones pulled by design (``import_all``:
-    import those too, for suites that also run them without pulling)."""
+          progress: Progress = quiet) -> Served:
+    """Import the images containers run and push the ones pulled (``pulled``, ``served``)."""
     served = Served()
     for stand_in, archive in archives.items():
-        if import_all or not stand_in.pulled:
+        if not stand_in.pulled:
             node.import_image(archive)
             served.imported += [full_name(n) for n in stand_in.names]
-        if not stand_in.pulled:
+        if not (stand_in.pulled or stand_in.served):
             continue
         for name in stand_in.names:
             target = registry_target(registry.host, name)

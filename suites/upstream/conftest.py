@@ -38,8 +38,8 @@ class OfflineNode:
 
 
 def _offline(request: pytest.FixtureRequest, run_id: str, node: CriNode,
-             stand_ins: Iterable[criimages.StandIn], probe: Path, agnhost: Path | None = None,
-             import_all: bool = False) -> OfflineNode:
+             stand_ins: Iterable[criimages.StandIn], probe: Path,
+             agnhost: dict[str, Path] | None = None) -> OfflineNode:
     """Build ``stand_ins``, start the run's loopback registry and put both in place on
     ``node`` (a missing piece skips, naming how to get it)."""
     progress = progress_of(request.config)
@@ -53,7 +53,7 @@ def _offline(request: pytest.FixtureRequest, run_id: str, node: CriNode,
     try:
         archives = criimages.build_all(busybox, probe, cache_dir() / "upstream-images",
                                        stand_ins, agnhost)
-        served = serve(node, registry, archives, progress, import_all=import_all)
+        served = serve(node, registry, archives, progress)
     except ComponentError as exc:
         pytest.fail(f"the upstream suite's images could not be put in place: {exc}",
                     pytrace=False)
@@ -88,7 +88,7 @@ def e2e_node(request: pytest.FixtureRequest, backend: Backend, run_id: str,
     if agnhost is None:
         return OfflineNode(None, None, None)
     return _offline(request, run_id, backend.image_node(), e2eimages.STAND_INS,
-                    probe_image.probe_binary, agnhost, import_all=True)
+                    probe_image.probe_binary, agnhost)
 
 
 def _focus(request: pytest.FixtureRequest, option: str, check) -> str | None:

@@ -27,7 +27,8 @@ def test_critest(runtime, backend, critest_node, critest_focus, upstream_outcome
     node = critest_node.node
     workdir = Path(request.config.getoption("report_dir")) / SUITE / runtime.name
     focus = focus_regex(critest_focus)
-    run = run_critest(node.endpoint, runtime.handler, workdir, TIMEOUTS.critest, focus)
+    run = run_critest(node.endpoint, runtime.handler, workdir, TIMEOUTS.critest, focus,
+                      node.nri_socket)
     record_metric(Metric("upstream_critest_seconds", runtime.name, "s", [run.seconds],
                          labels={"focus": critest_focus or "all"}))
     declared = runtime.upstream_deviations.get(SUITE, {})

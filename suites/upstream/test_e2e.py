@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from sandcheck.clusters.backends.base import Capability
 from sandcheck.clusters.timeouts import TIMEOUTS
 from sandcheck.clusters.upstream import e2e
 from sandcheck.clusters.upstream.verdicts import judge_all
+from sandcheck.fixtures.pods import offers
 from sandcheck.reports.results import Metric
 
 pytestmark = [pytest.mark.upstream, pytest.mark.kubernetes]
@@ -25,7 +27,8 @@ pytestmark = [pytest.mark.upstream, pytest.mark.kubernetes]
 
 def test_e2e(backend, e2e_node, e2e_focus, upstream_outcome, record_metric, request):
     focus = e2e.resolve_focus(e2e_focus)
-    limits = e2e.limits(backend.name)
+    limits = e2e.limits(backend.name, stand_in_images=e2e_node.node is not None,
+                        node_is_host=offers(backend, Capability.NODE_IS_HOST))
     workdir = Path(request.config.getoption("report_dir")) / e2e.SUITE
     run = e2e.run_e2e(backend.kubeconfig_path, workdir, TIMEOUTS.e2e, focus, list(limits))
     # A node sandcheck configures runs pods without a class with the first runtime, whose
