@@ -26,6 +26,7 @@ RUNTIMECLASS = "preset:runtimeclass"
 NODE = "preset:node"
 QUICK_SPECS = "!Slow && !Serial && !Disruptive && !Flaky"
 
+
 @dataclass(frozen=True)
 class Focus:
     regex: str
@@ -55,9 +56,6 @@ BACKEND_LIMITS: dict[str, dict[str, str]] = {
             "handler instead)",
         "should run a Pod requesting a RuntimeClass with scheduling without taints":
             "the same reading of the host's /etc/containerd/config.toml",
-        "should be able to pull from private registry with secret":
-            "it pulls a private image with credentials of Kubernetes' CI project, which "
-            "cannot exist offline",
     },
 }
 """Backend name -> spec text -> why that backend cannot run it; left out and reported
