@@ -268,6 +268,10 @@ _VM_SYSCALLS: dict[str, frozenset[str]] = {}
 _GVISOR_NETSTACK = ("gVisor serves the sandbox's sockets from its own network stack "
                     "(netstack) even for a host-network pod unless runsc runs with "
                     "--network=host: https://gvisor.dev/docs/user_guide/networking/")
+_GVISOR_SYSCTLS = ("runsc applies fs.nr_open alone of a pod's sysctls (runsc/boot/loader.go at "
+                   "the pin)")
+_GVISOR_SUID = ("runsc ignores SUID/SGID bits unless started with --allow-suid, off by default "
+                "(runsc/config/flags.go at the pin)")
 _GVISOR_CRITEST = {
     "Streaming runtime should support streaming interfaces runtime should support "
     "portforward [Conformance]":
@@ -291,16 +295,12 @@ _GVISOR_CRITEST = {
         "runsc does not apply the OCI maskedPaths (google/gvisor#9245)",
     "Security Context bucket runtime should support ReadonlyPaths":
         "runsc does not apply the OCI readonlyPaths (google/gvisor#9245)",
-    "Security Context NoNewPrivs should allow privilege escalation when false":
-        "runsc ignores SUID/SGID bits unless started with --allow-suid, off by default "
-        "(runsc/config/flags.go at the pin)",
+    "Security Context NoNewPrivs should allow privilege escalation when false": _GVISOR_SUID,
     "PodSandbox runtime should support sysctls should support safe sysctls":
-        "runsc applies fs.nr_open alone of a pod's sysctls (runsc/boot/loader.go at the "
-        "pin); the Sentry's /proc/sys has no kernel.shm_rmid_forced "
+        _GVISOR_SYSCTLS + "; the Sentry's /proc/sys has no kernel.shm_rmid_forced "
         "(pkg/sentry/fsimpl/proc/tasks_sys.go)",
     "PodSandbox runtime should support sysctls should support unsafe sysctls":
-        "runsc applies fs.nr_open alone of a pod's sysctls (runsc/boot/loader.go at the "
-        "pin); the Sentry's /proc/sys has no fs/mqueue",
+        _GVISOR_SYSCTLS + "; the Sentry's /proc/sys has no fs/mqueue",
     "Container OOM runtime should output OOMKilled reason should terminate with exitCode "
     "137 and reason OOMKilled":
         "a container's memory limit does not OOM-kill it inside the sandbox, the pod's "
@@ -314,6 +314,23 @@ _GVISOR_CRITEST = {
     "'rshared' should support propagation from host to container and vice versa":
         "the sandbox's mount table lives in the Sentry; runsc refuses rshared "
         "(runsc/specutils/fs.go at the pin; google/gvisor#9324)",
+}
+# Kubernetes' e2e node conformance with runsc the node's default handler (pods without a
+# RuntimeClass): the same documented differences, as e2e's specs meet them.
+_GVISOR_E2E = {
+    "[sig-node] Sysctls [LinuxOnly] [NodeConformance] should support sysctls "
+    "[MinimumKubeletVersion:1.21] [Environment:NotInUserNS] [Conformance]":
+        _GVISOR_SYSCTLS + "; the spec sets kernel.shm_rmid_forced",
+    "[sig-node] Sysctls [LinuxOnly] [NodeConformance] should support sysctls with slashes as "
+    "separator [MinimumKubeletVersion:1.23] [Environment:NotInUserNS]":
+        _GVISOR_SYSCTLS + "; the spec sets kernel/shm_rmid_forced",
+    "[sig-node] Security Context when creating containers with AllowPrivilegeEscalation "
+    "should allow privilege escalation when true [LinuxOnly] [NodeConformance]":
+        _GVISOR_SUID + "; the spec execs a setuid-root program expecting euid 0",
+    "[sig-node] Security Context when creating containers with AllowPrivilegeEscalation "
+    "should allow privilege escalation when not explicitly set and uid != 0 [LinuxOnly] "
+    "[NodeConformance]":
+        _GVISOR_SUID + "; the spec execs a setuid-root program expecting euid 0",
 }
 
 
@@ -373,7 +390,7 @@ BUILTIN: dict[str, Runtime] = {
                 escape=_GVISOR_ESCAPE,
                 surface=_GVISOR_SURFACE,
             ),
-            upstream_deviations={"critest": _GVISOR_CRITEST},
+            upstream_deviations={"critest": _GVISOR_CRITEST, "e2e": _GVISOR_E2E},
         ),
         Runtime(
             name="kata",

@@ -571,3 +571,18 @@ def test_the_report_sets_each_upstream_suite_beside_the_runtimes_own_checks():
     assert "| critest | runsc | 1 | 0 | 1 | 0 | 340 s | 9 s (2 checks) |" in upstream_markdown(
         results)
     assert upstream_markdown(Results()) == []
+
+
+def test_a_declaration_may_leave_out_ginkgos_label_list():
+    from sandcheck.clusters.upstream.junit import Spec
+
+    name = ("[sig-node] Sysctls [LinuxOnly] [NodeConformance] should support sysctls "
+            "[MinimumKubeletVersion:1.21] [Environment:NotInUserNS] [Conformance]")
+    spec = Spec(f"{name} [sig-node, NodeConformance, Environment:NotInUserNS, Conformance]",
+                "failed", "sysctl not applied")
+    assert judge(spec, {name: "src"}, "e2e").status == "deviation"
+    assert judge(spec, {spec.name: "src"}, "e2e").status == "deviation"
+    other = Spec(name.replace("sysctls [Min", "sysctls with slashes [Min"), "failed", "x")
+    assert judge(other, {name: "src"}, "e2e").status == "failed"
+    declared = BUILTIN["runsc"].upstream_deviations["e2e"]
+    assert judge(spec, declared, "e2e").status == "deviation"

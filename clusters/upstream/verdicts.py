@@ -44,9 +44,17 @@ class Verdict:
         return self.declared is not None and self.status == "passed"
 
 
+_LAST_BRACKETS = re.compile(r"\s*\[[^\[\]]*\]$")
+
+
 def declared_source(spec: Spec, declared: Mapping[str, str], suite: str) -> str | None:
+    """The declaration of ``spec``, written as its name or check id, with or without the
+    last bracketed group of its name (ginkgo's label list: ``[sig-node, Conformance]``)."""
     wanted = {slug(key.removeprefix(f"{suite}.")): src for key, src in declared.items()}
-    return wanted.get(slug(spec.name))
+    for name in (spec.name, _LAST_BRACKETS.sub("", spec.name)):
+        if slug(name) in wanted:
+            return wanted[slug(name)]
+    return None
 
 
 def judge(spec: Spec, declared: Mapping[str, str], suite: str) -> Verdict:
