@@ -59,6 +59,15 @@ def atomic_write(path: Path, data: str | bytes, backup_first: bool = False) -> P
     return saved
 
 
+def read_or_empty(path: Path | None) -> str:
+    """A text file's content, "" when there is none or it cannot be read (logs, optional
+    kernel lists: evidence, never a reason to fail)."""
+    try:
+        return path.read_text(errors="replace") if path is not None else ""
+    except OSError:
+        return ""
+
+
 def tail(path: Path, lines: int = 30) -> str:
     """The last ``lines`` lines of a daemon's log, for an error message."""
     try:

@@ -10,7 +10,6 @@ the host (System V segments of its HostIpc specs) is removed after it.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 from sandcheck.clusters.errors import UserError
@@ -60,12 +59,6 @@ def focus_regex(focus: str | None) -> str | None:
                             f"{', '.join(FOCUS_PRESETS)}); or give a ginkgo focus regex")
         return FOCUS_PRESETS[focus]
     return focus
-
-
-def offline_skips(focus: str | None) -> dict[str, str]:
-    """The offline skips a run with ``focus`` (a regex) would otherwise have run."""
-    return {text: why for text, why in OFFLINE_SKIPS.items()
-            if focus is None or re.search(focus, text)}
 
 
 def critest_binary() -> Path:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sandcheck.clusters.errors import UserError
+from sandcheck.clusters.host.files import read_or_empty
 from sandcheck.clusters.provision.kubernetes import E2E
 from sandcheck.clusters.provision.pins import KUBERNETES_VERSION
 from sandcheck.clusters.provision.tools import GINKGO
@@ -90,15 +91,8 @@ def has_dummy_links(sys_module: Path = Path("/sys/module"),
     if (sys_module / "dummy").exists():
         return True
     release = modules / os.uname().release
-    return any(release.glob("kernel/drivers/net/dummy.ko*")) or "dummy.ko" in _read(
+    return any(release.glob("kernel/drivers/net/dummy.ko*")) or "dummy.ko" in read_or_empty(
         release / "modules.builtin")
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text()
-    except OSError:
-        return ""
 
 
 def limits(backend: str, stand_in_images: bool = False,

@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sandcheck.clusters.host.files import read_or_empty
 from sandcheck.clusters.upstream.junit import Spec, read_junit
 
 LOG_TAIL_CHARS = 4000
@@ -40,10 +41,7 @@ class GinkgoRun:
     """What the suite left on the host and was removed after it."""
 
     def log_tail(self) -> str:
-        try:
-            return self.log.read_text(errors="replace")[-LOG_TAIL_CHARS:]
-        except OSError:
-            return ""
+        return read_or_empty(self.log)[-LOG_TAIL_CHARS:]
 
     def suite_failures(self) -> list[str]:
         """A failed [BeforeSuite]-like node fails every spec: name them."""

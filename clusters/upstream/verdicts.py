@@ -71,12 +71,12 @@ def judge(spec: Spec, declared: Mapping[str, str], suite: str) -> Verdict:
 
 
 def judge_all(specs: Iterable[Spec], declared: Mapping[str, str], suite: str,
-              offline_skips: Mapping[str, str] | None = None,
+              left_out: Mapping[str, str] | None = None,
               focus: str | None = None,
               skipped_as: str = "not run offline") -> list[Verdict]:
-    """Verdicts of the specs that ran, plus the ones left out on purpose (``offline_skips``:
-    a text of their names -> why; reported skipped when ``focus`` would have run them);
-    specs a focus left out are not reported."""
+    """Verdicts of the specs that ran, plus the ones left out on purpose (``left_out``: a
+    text of their names -> why; reported skipped, as ``skipped_as: why``, when ``focus``
+    would have run them); specs a focus left out are not reported."""
     verdicts = []
     for spec in specs:
         if spec.suite_node:
@@ -84,8 +84,7 @@ def judge_all(specs: Iterable[Spec], declared: Mapping[str, str], suite: str,
         if spec.filtered:
             if focus is not None and not re.search(focus, spec.name):
                 continue
-            why = next((w for text, w in (offline_skips or {}).items() if text in spec.name),
-                       None)
+            why = next((w for text, w in (left_out or {}).items() if text in spec.name), None)
             if why is not None:
                 verdicts.append(Verdict(check_id(suite, spec.name), spec, "skipped",
                                         f"{skipped_as}: {why}"))

@@ -11,13 +11,15 @@ from pathlib import Path
 import pytest
 
 from sandcheck.clusters.backends.base import Backend, Capability, CriNode
+from sandcheck.clusters.containerd import hosts
 from sandcheck.clusters.containerd.images import ProbeImage
 from sandcheck.clusters.errors import ComponentError, UserError
+from sandcheck.clusters.host.files import read_or_empty
 from sandcheck.clusters.provision.paths import cache_dir
 from sandcheck.clusters.registry.distribution import LoopbackRegistry
 from sandcheck.clusters.upstream import criimages, e2e, e2eimages
 from sandcheck.clusters.upstream.critest import QUICK, critest_binary, focus_regex
-from sandcheck.clusters.upstream.offline import Served, serve
+from sandcheck.clusters.upstream.offline import Served, remote_attempts, serve
 from sandcheck.fixtures.plugin import progress_of
 from sandcheck.fixtures.pods import offers, require
 
@@ -119,13 +121,6 @@ def e2e_focus(request: pytest.FixtureRequest) -> str:
     return _focus(request, "e2e_focus", e2e.resolve_focus) or e2e.RUNTIMECLASS
 
 
-def _read(path: Path | None) -> str:
-    try:
-        return path.read_text(errors="replace") if path is not None else ""
-    except OSError:
-        return ""
-
-
 @pytest.fixture
 def upstream_outcome(record_check, evidence):
     """Record an upstream run and judge it: every spec's verdict becomes a check of its own,
@@ -133,8 +128,6 @@ def upstream_outcome(record_check, evidence):
     the machine, a run that did not finish or reported nothing, a failed suite setup, or an
     undeclared failure. ``outcome(suite, run, verdicts, offline, who, timeout,
     runtime=..., **facts)``."""
-    from sandcheck.clusters.containerd import hosts
-    from sandcheck.clusters.upstream.offline import remote_attempts
 
     def outcome(suite: str, run, verdicts, offline: OfflineNode, who: str, timeout: float,
                 runtime: str | None = None, **facts) -> None:
@@ -162,7 +155,7 @@ def upstream_outcome(record_check, evidence):
                          beyond_this_machine=hosts.non_loopback(node.registry_config_path))
             remote = [f"{where}: {line}" for where, path in (("containerd", node.containerd_log),
                                                             (suite, run.log))
-                      for line in remote_attempts(_read(path))]
+                      for line in remote_attempts(read_or_empty(path))]
             evidence.add(f"pull attempts beyond this machine (containerd's and {suite}'s logs)",
                          remote)
 

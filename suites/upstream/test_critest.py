@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from sandcheck.clusters.timeouts import TIMEOUTS
-from sandcheck.clusters.upstream.critest import SUITE, focus_regex, offline_skips, run_critest
+from sandcheck.clusters.upstream.critest import OFFLINE_SKIPS, SUITE, focus_regex, run_critest
 from sandcheck.clusters.upstream.verdicts import judge_all
 from sandcheck.fixtures.pods import require_runtime
 from sandcheck.reports.results import Metric
@@ -32,6 +32,6 @@ def test_critest(runtime, backend, critest_node, critest_focus, upstream_outcome
     record_metric(Metric("upstream_critest_seconds", runtime.name, "s", [run.seconds],
                          labels={"focus": critest_focus or "all"}))
     declared = runtime.upstream_deviations.get(SUITE, {})
-    verdicts = judge_all(run.specs, declared, SUITE, offline_skips(focus))
+    verdicts = judge_all(run.specs, declared, SUITE, OFFLINE_SKIPS, focus)
     upstream_outcome(SUITE, run, verdicts, critest_node, runtime.name, TIMEOUTS.critest,
                      focus=critest_focus or "the whole suite")
