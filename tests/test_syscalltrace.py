@@ -82,11 +82,15 @@ never calls getpriority."""
 
 BYSTANDER = r"""
 import os, sys, time
+os.getpriority(os.PRIO_PROCESS, 0)
+print("ready", flush=True)
 while not os.path.exists(sys.argv[1]):
     os.getpriority(os.PRIO_PROCESS, 0)
     time.sleep(0.001)
 """
-"""Calls getpriority until its stop file appears: busy on the host all through a trace."""
+"""Calls getpriority until its stop file appears: busy on the host all through a trace.
+It says "ready" once in its loop, so a trace started after that sees the loop and not
+only the interpreter's start (a loaded machine can take seconds to get there)."""
 
 WORKLOAD_CALLS = {"mkdir", "socket", "connect", "bind", "listen", "mmap", "getsid",
                   "getpgid", "getpgrp", "wait4"}
@@ -124,11 +128,14 @@ class Workload:
 class Bystander:
     def __init__(self, tmp_path: Path):
         self.stop_file = tmp_path / "bystander-stop"
-        self.proc = subprocess.Popen([sys.executable, "-c", BYSTANDER, str(self.stop_file)])
+        self.proc = subprocess.Popen([sys.executable, "-c", BYSTANDER, str(self.stop_file)],
+                                     stdout=subprocess.PIPE, text=True)
+        assert self.proc.stdout.readline() == "ready\n"
 
     def stop(self) -> None:
         self.stop_file.touch()
         self.proc.wait(timeout=30)
+        self.proc.stdout.close()
 
 
 def _instances(root: Path | None) -> list[str]:
