@@ -106,6 +106,7 @@ def test_cluster_config_leaves_out_what_the_image_does_not_hold():
 
 
 @pytest.mark.integration
+@pytest.mark.full  # the kind backend's tests and .ci/run's certification boot the same image
 @needs_docker_and_debootstrap
 @pytest.mark.parametrize("workers", [0, 1], ids=["control-plane", "with-worker"])
 def test_kind_cluster_from_offline_node_image(node_image, kind_binary, dockerd, workers,

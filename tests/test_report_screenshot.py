@@ -5,8 +5,9 @@ same browser with a script that measures it: every per-runtime verdict line must
 the first screen, and at least one plot must be drawn at a readable size. The results
 come from a real run: ``SANDCHECK_SCREENSHOT_RESULTS`` names a results.json (CI passes
 the suite run's), else a short node-backend run (isolation and sequential starts of runc
-and runsc) is made here. CI installs Chromium, so there this test runs; elsewhere it
-skips saying how to install it.
+and runsc) is made here. It belongs to the fuller run (``--full``); CI runs it on its own
+step with the suite run's results and installs Chromium for it; without Chromium it skips
+saying how to install it.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ def png_size(png: Path) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
+@pytest.mark.full  # .ci/run's screenshot step runs it on the suite run's results (--full)
 def test_first_screen_of_a_real_report_shows_verdicts_and_plots(tmp_path):
     try:
         shot.find_browser()
