@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from sandcheck.clusters.backends import registry
+from sandcheck.clusters.backends.kind import images as kindimages
 from sandcheck.clusters.catalog import BUILTIN, Catalog
 from sandcheck.clusters.containerd import hosts
 from sandcheck.clusters.errors import UserError
@@ -288,6 +290,22 @@ def test_every_host_is_routed_to_the_loopback_registry(tmp_path):
     assert hosts.non_loopback(config) == ["gcr.io: https://gcr.io"]
 
 
+def test_a_kind_nodes_routes_are_read_from_outside_and_its_registry_is_local():
+    listing = ("\n==> /etc/containerd/certs.d/_default/hosts.toml <==\n"
+               + hosts.route_all_text("http://172.18.0.5:5000")
+               + "\n==> /etc/containerd/certs.d/localhost:40123/hosts.toml <==\n"
+               'server = "http://localhost:40123"\n\n[host."http://172.18.0.5:5000"]\n'
+               '  capabilities = ["pull", "resolve"]\n')
+    found = hosts.endpoints_of(kindimages.hosts_files(listing))
+    assert found == {"_default": ["http://172.18.0.5:5000"],
+                     "localhost:40123": ["http://localhost:40123", "http://172.18.0.5:5000"]}
+    assert hosts.beyond(found, frozenset({"172.18.0.5:5000"})) == []
+    assert hosts.beyond(found) == ["_default: http://172.18.0.5:5000",
+                                   "localhost:40123: http://172.18.0.5:5000"]
+    assert hosts.beyond({}) == ["_default: missing, so unlisted hosts are pulled from themselves"]
+    assert kindimages.hosts_files("") == {}
+
+
 def test_pull_attempts_beyond_this_machine_are_found_in_logs():
     log = "\n".join([
         'level=error msg="PullImage \\"gcr.io/a:b\\" failed" error="failed to resolve '
@@ -300,6 +318,10 @@ def test_pull_attempts_beyond_this_machine_are_found_in_logs():
     ])
     found = remote_attempts(log)
     assert [f.split(":", 1)[0] for f in found] == ["gcr.io", "192.0.2.1"]
+    kind_pull = ('msg="fetch blob" url="http://172.18.0.5:5000/v2/e2e-test-images/agnhost/'
+                 'blobs/sha256:1"')
+    assert remote_attempts(kind_pull, frozenset({"172.18.0.5:5000"})) == []
+    assert remote_attempts(kind_pull) == [f"172.18.0.5:5000: {kind_pull}"]
 
 
 # --- what critest leaves on the host ------------------------------------------------------------
@@ -366,10 +388,11 @@ def test_critest_runs_offline_on_the_node_backend_and_each_spec_is_a_check(run_s
     evidence = {e["what"]: e for e in critest["evidence"]}
     attempts = evidence["pull attempts beyond this machine (containerd's and critest's logs)"]
     assert attempts["output"] == [], attempts
-    routed = evidence["registry host configuration of the node's containerd"]
-    assert routed["beyond_this_machine"] == [] and list(routed["output"]) == ["_default"]
-    assert all(url.startswith("http://127.0.0.1:") for url in routed["output"]["_default"])
-    served = evidence["critest"]["images"]["served by the loopback registry"]
+    routed = evidence["registry host configuration of the nodes' containerd"]
+    assert routed["beyond_this_machine"] == [] and list(routed["output"]) == ["node"]
+    assert list(routed["output"]["node"]) == ["_default"]
+    assert all(url.startswith("http://127.0.0.1:") for url in routed["output"]["node"]["_default"])
+    served = evidence["critest"]["images"]["served by the registry"]
     assert served["gcr.io/k8s-staging-cri-tools/test-image-tag:test"].startswith("127.0.0.1:")
 
     report = Path(critest["evidence"][0]["junit"])
@@ -516,38 +539,53 @@ def test_the_agnhost_stand_in_runs_agnhost_with_its_image_accounts(tmp_path):
         criimages.build(stand_in, busybox, busybox, tmp_path / "cache2", None)
 
 
-def test_e2e_runs_offline_on_the_local_backend_and_each_spec_is_a_check(run_suite):
+KIND_E2E = pytest.param("kind", marks=pytest.mark.full)  # a cluster of its own: ~2 min
+
+
+@pytest.mark.parametrize("backend", ["local", KIND_E2E])
+def test_e2e_runs_offline_and_each_spec_is_a_check(run_suite, backend):
     """A RuntimeClass spec and the image pulls of node conformance (one pulled from the run's
-    registry, one from a registry that does not exist, which must fail there and not go out)."""
+    registry, one from a registry that does not exist, which must fail there and not go out),
+    on a node of this host (local) and on the nodes of a kind cluster (served by a registry
+    container on its network)."""
     from helpers import skip_unless_node_backend
 
     skip_unless_node_backend()
+    if backend == "kind" and registry.entry("kind").unavailable():
+        pytest.skip(f"kind: {registry.entry('kind').unavailable()}")
     if not E2E_BINARY.is_file():
         pytest.skip("e2e.test is not built: run `sandcheck provision --upstream`")
     focus = (r"RuntimeClass should reject a Pod requesting a non-existent|RuntimeClass with a "
              r"configured handler|with a new image should (be able to pull image|not be able "
              r"to pull image from invalid registry)")
-    proc, checks = run_suite("suites/upstream/test_e2e.py", "--backend", "local", "--runtimes",
+    proc, checks = run_suite("suites/upstream/test_e2e.py", "--backend", backend, "--runtimes",
                              "runc", "--e2e-focus", focus)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     check = checks[("upstream.e2e", None)]
     specs = {cid: c for (cid, rt), c in checks.items() if cid.startswith("e2e.")}
     statuses = sorted((cid.split("-should-", 1)[1][:24], c["status"])
                       for cid, c in specs.items())
+    # local: test-handler is found by reading the host's containerd config, not the node's
+    handler_spec = "skipped" if backend == "local" else "passed"
     assert statuses == [("be-able-to-pull-image-no", "passed"),
                         ("not-be-able-to-pull-imag", "passed"),
                         ("reject-a-pod-requesting-", "passed"),
-                        ("run-a-pod-requesting-a-r", "skipped")], statuses
-    assert all(c["runtime"] == "runc" for c in specs.values())  # the node's default handler
+                        ("run-a-pod-requesting-a-r", handler_spec)], statuses
+    assert all(c["runtime"] == "runc" for c in specs.values())  # the nodes' default handler
     evidence = {e["what"]: e for e in check["evidence"]}
     attempts = evidence["pull attempts beyond this machine (containerd's and e2e's logs)"]
     assert attempts["output"] == [], attempts
-    routed = evidence["registry host configuration of the node's containerd"]
-    assert routed["beyond_this_machine"] == []
+    scanned = attempts["lines_scanned"]  # every node's containerd log was read, and e2e's
+    assert len(scanned) == (2 if backend == "local" else 3) and all(scanned.values()), scanned
+    routed = evidence["registry host configuration of the nodes' containerd"]
+    assert routed["beyond_this_machine"] == [] and routed["output"], routed
     images = evidence["e2e"]["images"]
     assert "registry.k8s.io/e2e-test-images/agnhost:2.56" in images["imported"]
-    assert images["served by the loopback registry"][
+    assert images["served by the registry"][
         "registry.k8s.io/e2e-test-images/agnhost:2.56"].startswith("127.0.0.1:")
+    # local: the node is this host; kind: the registry container on the kind network
+    on_loopback = images["registry (as the nodes reach it)"].startswith("http://127.0.0.1:")
+    assert on_loopback == (backend == "local"), images
 
 
 def test_the_report_sets_each_upstream_suite_beside_the_runtimes_own_checks():

@@ -57,8 +57,9 @@ class Capability(enum.Enum):
     NODE_IS_HOST = ("pods that run on this machine's kernel and /proc",
                     "--backend node, local, docker or kind")
     DOCKER_CLI = ("direct calls to the Docker engine (the docker CLI)", "--backend docker")
-    NODE_IMAGES = ("images built here imported into the cluster node's containerd, and its "
-                   "pulls routed to a registry on this machine", "--backend local")
+    NODE_IMAGES = ("images built here imported into the cluster nodes' containerd, and their "
+                   "pulls routed to a registry on this machine",
+                   "--backend local, or --backend kind on a cluster the run creates")
 
     @property
     def gives(self) -> str:
@@ -220,9 +221,9 @@ class CriDirectBackend(Backend, Protocol):
 
 
 class ImageNodeBackend(Backend, Protocol):
-    """NODE_IMAGES: a Kubernetes backend whose node's containerd takes the suite's images."""
+    """NODE_IMAGES: a Kubernetes backend whose nodes' containerd takes the suite's images."""
 
-    def image_node(self) -> CriNode:
+    def image_node(self) -> ImageNode:
         """The containerd kubelet drives: for images and registry routes only (kubelet
         removes any pod made behind its back)."""
         ...
@@ -236,8 +237,56 @@ class DockerBackendProtocol(Backend, Protocol):
         ...
 
 
+class ServingRegistry(Protocol):
+    """A registry on this machine that a node's pulls are routed to."""
+
+    @property
+    def host(self) -> str:
+        """Where this host pushes to it (``127.0.0.1:PORT``)."""
+        ...
+
+    @property
+    def endpoint(self) -> str:
+        """The URL the node's containerd pulls from."""
+        ...
+
+    def start(self) -> object: ...
+
+    def stop(self) -> None: ...
+
+
+class ImageNode(Protocol):
+    """The containerd of a backend's node(s), for images only: image archives imported,
+    every pull routed to a registry on this machine, and what shows that no pull left it."""
+
+    @property
+    def default_handler(self) -> str:
+        """The handler of pods that name no RuntimeClass."""
+        ...
+
+    def import_image(self, archive: Path) -> None:
+        """An image archive into CRI's namespace, under the names its index gives."""
+        ...
+
+    def serving_registry(self) -> ServingRegistry:
+        """The registry this node's pulls can reach, not started yet."""
+        ...
+
+    def route_registries(self, server: str) -> str:
+        """Send every pull, of any registry host, to ``server``; says which file(s)."""
+        ...
+
+    def registry_routes(self) -> dict[str, dict[str, list[str]]]:
+        """Registry host configuration per node: host directory -> endpoints."""
+        ...
+
+    def pull_logs(self) -> dict[str, str]:
+        """containerd's log text, per node."""
+        ...
+
+
 @runtime_checkable
-class CriNode(Protocol):
+class CriNode(ImageNode, Protocol):
     """A containerd the suite can drive with crictl (or any CRI client, such as critest),
     as its backend drives it."""
 
@@ -266,14 +315,6 @@ class CriNode(Protocol):
     def pod_config(self, spec: PodSpec, name: str) -> dict[str, Any]: ...
 
     def container_config(self, spec: PodSpec) -> dict[str, Any]: ...
-
-    def import_image(self, archive: Path) -> None:
-        """An image archive into CRI's namespace, under the names its index gives."""
-        ...
-
-    def route_registries(self, server: str) -> Path:
-        """Send every pull, of any registry host, to ``server``; returns the hosts file."""
-        ...
 
 
 @runtime_checkable

@@ -48,11 +48,13 @@ from sandcheck.clusters.errors import ComponentError, UserError
 from sandcheck.clusters.host import proc as hostproc
 from sandcheck.clusters.host import runcgroups
 from sandcheck.clusters.host.cgroups import cgroup_mode
+from sandcheck.clusters.host.files import read_or_empty
 from sandcheck.clusters.host.hostports import idle_chains_removed
 from sandcheck.clusters.host.workdir import WORK_BASE, claim, delete_tree, run_id_of
 from sandcheck.clusters.progress import Progress, quiet
 from sandcheck.clusters.provision.paths import containerd17_path_dir, path_dir, search_path
 from sandcheck.clusters.provision.versions import versions
+from sandcheck.clusters.registry.distribution import LoopbackRegistry
 from sandcheck.clusters.timeouts import TIMEOUTS
 
 CRI_NAMESPACE = "k8s.io"
@@ -363,9 +365,23 @@ class NodeBackend:
         """An image archive into CRI's namespace, under the names its index gives."""
         import_archive(archive, str(self.daemon.socket), CRI_NAMESPACE, ctr=self._ctr())
 
-    def route_registries(self, server: str) -> Path:
-        """Send every pull, of any registry host, to ``server``; returns the hosts file."""
-        return hosts.route_all(self.registry_config_path, server)
+    @property
+    def default_handler(self) -> str:
+        return self.runtimes[0].handler
+
+    def serving_registry(self) -> LoopbackRegistry:
+        """A registry on 127.0.0.1: this containerd runs on this host."""
+        return LoopbackRegistry(self.run_id, progress=self.progress)
+
+    def route_registries(self, server: str) -> str:
+        """Send every pull, of any registry host, to ``server``; says the hosts file."""
+        return str(hosts.route_all(self.registry_config_path, server))
+
+    def registry_routes(self) -> dict[str, dict[str, list[str]]]:
+        return {self.name: hosts.endpoints(self.registry_config_path)}
+
+    def pull_logs(self) -> dict[str, str]:
+        return {self.name: read_or_empty(self.containerd_log)}
 
     def inspect_pod(self, pod: NodePod) -> dict[str, Any]:
         return pod.inspect()

@@ -22,26 +22,45 @@ def route_all(config_path: Path, server: str) -> Path:
     """Send every pull to ``server`` (``http://127.0.0.1:PORT``); returns the file."""
     where = config_path / DEFAULT_HOST / "hosts.toml"
     where.parent.mkdir(parents=True, exist_ok=True)
-    where.write_text(f'# every registry host: the run\'s loopback registry\nserver = "{server}"\n')
+    where.write_text(route_all_text(server))
     return where
+
+
+def route_all_text(server: str) -> str:
+    """``_default/hosts.toml`` sending every pull to ``server``."""
+    return f'# every registry host: the run\'s registry\nserver = "{server}"\n'
 
 
 def endpoints(config_path: Path) -> dict[str, list[str]]:
     """Host directory -> every endpoint its hosts.toml sends pulls to (server and hosts)."""
+    return endpoints_of({hosts.parent.name: hosts.read_text()
+                         for hosts in sorted(config_path.glob("*/hosts.toml"))})
+
+
+def endpoints_of(files: dict[str, str]) -> dict[str, list[str]]:
+    """The same from the files' texts by host directory (a node read from outside)."""
     found: dict[str, list[str]] = {}
-    for hosts in sorted(config_path.glob("*/hosts.toml")):
-        data = tomlkit.parse(hosts.read_text()).unwrap()
-        urls = [*([data["server"]] if "server" in data else []), *(data.get("host") or {})]
-        found[hosts.parent.name] = urls
+    for host, text in files.items():
+        data = tomlkit.parse(text).unwrap()
+        found[host] = [*([data["server"]] if "server" in data else []), *(data.get("host") or {})]
     return found
 
 
 def non_loopback(config_path: Path) -> list[str]:
-    """Endpoints that would reach beyond this machine, and hosts with no hosts.toml of their
-    own when ``_default`` is missing (containerd would go to the host itself)."""
-    found = endpoints(config_path)
+    return beyond(endpoints(config_path))
+
+
+def beyond(found: dict[str, list[str]], local: frozenset[str] = frozenset()) -> list[str]:
+    """Endpoints that would reach beyond this machine (neither loopback nor one of the
+    ``local`` hosts, such as a registry container's address), and hosts with no hosts.toml
+    of their own when ``_default`` is missing (containerd would go to the host itself)."""
     bad = [f"{host}: {url}" for host, urls in found.items() for url in urls
-           if not is_loopback(url.split("://", 1)[-1].split("/", 1)[0])]
+           if not (is_loopback(endpoint_host(url)) or endpoint_host(url) in local)]
     if DEFAULT_HOST not in found:
         bad.append(f"{DEFAULT_HOST}: missing, so unlisted hosts are pulled from themselves")
     return bad
+
+
+def endpoint_host(url: str) -> str:
+    """``http://10.0.0.2:5000/x`` -> ``10.0.0.2:5000``."""
+    return url.split("://", 1)[-1].split("/", 1)[0]

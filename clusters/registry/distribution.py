@@ -88,6 +88,11 @@ class LoopbackRegistry:
         return f"127.0.0.1:{self.port}"
 
     @property
+    def endpoint(self) -> str:
+        """The URL a containerd on this host pulls from."""
+        return f"http://{self.host}"
+
+    @property
     def log_path(self) -> Path:
         return self.workdir / "registry.log"
 

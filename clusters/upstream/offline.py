@@ -1,8 +1,9 @@
-"""Upstream suites' images on a node that reaches no registry but its own loopback one.
+"""Upstream suites' images on nodes that reach no registry but one on this machine.
 
-The stand-ins containers run are imported into the node's containerd under the suite's
-names; the ones its specs pull by design are pushed to a registry on 127.0.0.1,
-and the node's registry host configuration sends every pull, of any registry host, there
+The stand-ins containers run are imported into the nodes' containerd under the suite's
+names; the ones its specs pull by design are pushed to a registry on this machine (on
+127.0.0.1 for a node on this host, a container on a kind cluster's network for its nodes),
+and the nodes' registry host configuration sends every pull, of any registry host, there
 (``_default``): nothing can be pulled from beyond this machine.
 """
 
@@ -11,21 +12,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
+from sandcheck.clusters.backends.base import ImageNode, ServingRegistry
 from sandcheck.clusters.progress import Progress, quiet
-from sandcheck.clusters.registry.distribution import LoopbackRegistry
 from sandcheck.clusters.registry.push import push_archive
 from sandcheck.clusters.registry.reference import Target, is_loopback
 from sandcheck.clusters.upstream.criimages import StandIn, full_name, split_reference
-
-
-class ImageNode(Protocol):
-    """What the node must offer (the node backend's CRI node does)."""
-
-    def import_image(self, archive: Path) -> None: ...
-
-    def route_registries(self, server: str) -> Path: ...
 
 
 @dataclass
@@ -35,11 +27,13 @@ class Served:
     imported: list[str] = field(default_factory=list)
     pushed: dict[str, str] = field(default_factory=dict)
     """The suite's name -> the registry reference its pull is sent to."""
-    hosts_file: Path | None = None
+    hosts_file: str | None = None
+    registry_endpoint: str = ""
 
     def as_evidence(self) -> dict:
-        return {"imported": self.imported, "served by the loopback registry": self.pushed,
-                "registry host configuration": str(self.hosts_file)}
+        return {"imported": self.imported, "served by the registry": self.pushed,
+                "registry (as the nodes reach it)": self.registry_endpoint,
+                "registry host configuration": self.hosts_file}
 
 
 def registry_target(registry_host: str, name: str) -> Target:
@@ -49,10 +43,10 @@ def registry_target(registry_host: str, name: str) -> Target:
     return Target(registry_host, repository, tag)
 
 
-def serve(node: ImageNode, registry: LoopbackRegistry, archives: dict[StandIn, Path],
+def serve(node: ImageNode, registry: ServingRegistry, archives: dict[StandIn, Path],
           progress: Progress = quiet) -> Served:
     """Import the images containers run and push the ones pulled (``pulled``, ``served``)."""
-    served = Served()
+    served = Served(registry_endpoint=registry.endpoint)
     for stand_in, archive in archives.items():
         if not stand_in.pulled:
             node.import_image(archive)
@@ -63,9 +57,9 @@ def serve(node: ImageNode, registry: LoopbackRegistry, archives: dict[StandIn, P
             target = registry_target(registry.host, name)
             push_archive(archive, target)
             served.pushed[full_name(name)] = str(target)
-    served.hosts_file = node.route_registries(f"http://{registry.host}")
+    served.hosts_file = node.route_registries(registry.endpoint)
     progress(f"upstream images: {len(served.imported)} imported, {len(served.pushed)} served "
-             f"by the registry on {registry.host}, every registry host routed there")
+             f"by the registry at {registry.endpoint}, every registry host routed there")
     return served
 
 
@@ -77,15 +71,16 @@ _ATTEMPT = re.compile(r'https?://(?P<url>[^/\s"\\]+)|lookup (?P<lookup>[\w.-]+)'
                       r'|dial tcp[46]? (?P<dial>\[?[0-9a-fA-F.:]+\]?:\d+)')
 
 
-def remote_attempts(log_text: str) -> list[str]:
+def remote_attempts(log_text: str, local: frozenset[str] = frozenset()) -> list[str]:
     """Pull attempts in a log that would leave this machine: registry URLs, lookups and
-    dials of anything but a loopback address, each host once with its first line."""
+    dials of anything but a loopback address or a ``local`` host (the run's registry
+    container), each host once with its first line."""
     found: dict[str, str] = {}
     for line in log_text.splitlines():
         if not _PULL_LINE.search(line):
             continue
         for m in _ATTEMPT.finditer(line):
             host = m.group("url") or m.group("lookup") or m.group("dial")
-            if not is_loopback(host) and host not in found:
+            if not (is_loopback(host) or host in local) and host not in found:
                 found[host] = line.strip()[:300]
     return [f"{host}: {line}" for host, line in found.items()]

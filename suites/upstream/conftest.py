@@ -10,13 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from sandcheck.clusters.backends.base import Backend, Capability, CriNode
+from sandcheck.clusters.backends.base import Backend, Capability, ImageNode, ServingRegistry
 from sandcheck.clusters.containerd import hosts
 from sandcheck.clusters.containerd.images import ProbeImage
 from sandcheck.clusters.errors import ComponentError, UserError
 from sandcheck.clusters.host.files import read_or_empty
 from sandcheck.clusters.provision.paths import cache_dir
-from sandcheck.clusters.registry.distribution import LoopbackRegistry
 from sandcheck.clusters.upstream import criimages, e2e, e2eimages
 from sandcheck.clusters.upstream.critest import QUICK, critest_binary, focus_regex
 from sandcheck.clusters.upstream.offline import Served, remote_attempts, serve
@@ -28,9 +27,9 @@ from sandcheck.fixtures.pods import offers, require
 class OfflineNode:
     """A node's containerd with an upstream suite's images in place."""
 
-    node: CriNode | None
-    """None: the cluster pulls the suite's images itself (not a backend sandcheck runs)."""
-    registry: LoopbackRegistry | None
+    node: ImageNode | None
+    """None: the cluster pulls the suite's images itself (not a cluster sandcheck made)."""
+    registry: ServingRegistry | None
     served: Served | None
 
     def images_evidence(self) -> dict | str:
@@ -39,15 +38,15 @@ class OfflineNode:
         return self.served.as_evidence()
 
 
-def _offline(request: pytest.FixtureRequest, run_id: str, node: CriNode,
+def _offline(request: pytest.FixtureRequest, node: ImageNode,
              stand_ins: Iterable[criimages.StandIn], probe: Path,
              agnhost: dict[str, Path] | None = None) -> OfflineNode:
-    """Build ``stand_ins``, start the run's loopback registry and put both in place on
+    """Build ``stand_ins``, start the registry the node reaches and put both in place on
     ``node`` (a missing piece skips, naming how to get it)."""
     progress = progress_of(request.config)
     try:
         busybox = criimages.busybox()
-        registry = LoopbackRegistry(run_id, progress=progress)
+        registry = node.serving_registry()
         request.addfinalizer(registry.stop)
         registry.start()
     except UserError as exc:
@@ -63,7 +62,7 @@ def _offline(request: pytest.FixtureRequest, run_id: str, node: CriNode,
 
 
 @pytest.fixture(scope="session")
-def critest_node(request: pytest.FixtureRequest, backend: Backend, run_id: str,
+def critest_node(request: pytest.FixtureRequest, backend: Backend,
                  probe_image: ProbeImage) -> OfflineNode:
     # critest makes sandboxes behind any kubelet's back, and kubelet kills those.
     require(backend, Capability.CRI_DIRECT)
@@ -71,15 +70,15 @@ def critest_node(request: pytest.FixtureRequest, backend: Backend, run_id: str,
         critest_binary()
     except UserError as exc:
         pytest.skip(str(exc))
-    return _offline(request, run_id, backend.cri_node(), criimages.STAND_INS,
+    return _offline(request, backend.cri_node(), criimages.STAND_INS,
                     probe_image.probe_binary)
 
 
 @pytest.fixture(scope="session")
-def e2e_node(request: pytest.FixtureRequest, backend: Backend, run_id: str,
+def e2e_node(request: pytest.FixtureRequest, backend: Backend,
              probe_image: ProbeImage) -> OfflineNode:
-    """The cluster e2e.test runs against; on a backend sandcheck runs (local), its node has
-    e2e's images and pulls from nowhere but the run's registry."""
+    """The cluster e2e.test runs against; on a cluster sandcheck made (local, kind), its
+    nodes have e2e's images and pull from nowhere but the run's registry."""
     require(backend, Capability.KUBERNETES_API)
     try:
         e2e.e2e_binary()
@@ -89,7 +88,7 @@ def e2e_node(request: pytest.FixtureRequest, backend: Backend, run_id: str,
         pytest.skip(str(exc))
     if agnhost is None:
         return OfflineNode(None, None, None)
-    return _offline(request, run_id, backend.image_node(), e2eimages.STAND_INS,
+    return _offline(request, backend.image_node(), e2eimages.STAND_INS,
                     probe_image.probe_binary, agnhost)
 
 
@@ -148,17 +147,25 @@ def upstream_outcome(record_check, evidence):
         if run.host_cleanup:
             evidence.add(f"left on the host by {suite}, removed", run.host_cleanup)
         remote: list[str] = []
-        if offline.node is not None:
+        routed_beyond: list[str] = []
+        if offline.node is not None and offline.registry is not None:
             node = offline.node
-            evidence.add("registry host configuration of the node's containerd",
-                         hosts.endpoints(node.registry_config_path),
-                         beyond_this_machine=hosts.non_loopback(node.registry_config_path))
-            remote = [f"{where}: {line}" for where, path in (("containerd", node.containerd_log),
-                                                            (suite, run.log))
-                      for line in remote_attempts(read_or_empty(path))]
+            local = frozenset({hosts.endpoint_host(offline.registry.endpoint)})
+            routes = node.registry_routes()
+            routed_beyond = [f"{name}: {bad}" for name, found in routes.items()
+                             for bad in hosts.beyond(found, local)]
+            evidence.add("registry host configuration of the nodes' containerd", routes,
+                         beyond_this_machine=routed_beyond)
+            logs = {f"containerd of {name}": text for name, text in node.pull_logs().items()}
+            logs[suite] = read_or_empty(run.log)
+            remote = [f"{where}: {line}" for where, text in logs.items()
+                      for line in remote_attempts(text, local)]
             evidence.add(f"pull attempts beyond this machine (containerd's and {suite}'s logs)",
-                         remote)
+                         remote, lines_scanned={where: text.count("\n")
+                                                for where, text in logs.items()})
 
+        assert not routed_beyond, ("a node's pulls could reach beyond this machine: "
+                                   + "; ".join(routed_beyond))
         assert not remote, "a pull tried to leave this machine: " + "; ".join(remote)
         assert run.returncode is not None, (
             f"{suite} did not finish within {timeout:.0f}s; log tail:\n{run.log_tail()}")

@@ -2,7 +2,7 @@
 spec becomes a check of its own (``critest.<spec>``), judged against the runtime's declared
 deviations in the catalog; this check fails on an undeclared failure.
 
-Offline: its images are sandcheck's stand-ins, imported or served by a loopback registry
+Offline: its images are sandcheck's stand-ins, imported or served by a registry on 127.0.0.1
 with every registry host of the node's containerd routed there (suites/upstream/conftest.py).
 """
 

@@ -3,10 +3,11 @@ the RuntimeClass specs by default, node conformance with ``--e2e-focus preset:no
 spec becomes a check of its own (``e2e.<spec>``); a spec the backend cannot offer by design
 is left out and reported skipped with the reason; this check fails on any other failure.
 
-On the local backend nothing is pulled from beyond this machine: e2e's images are built
-here, imported, and served by the run's loopback registry (suites/upstream/conftest.py).
-Pods the specs make without a RuntimeClass run with the node's default handler: on the
-local backend the first of ``--runtimes``, whose name the spec checks carry.
+On clusters sandcheck makes (local, kind) nothing is pulled from beyond this machine:
+e2e's images are built here, imported, and served by a registry of the run
+(suites/upstream/conftest.py). Pods the specs make without a RuntimeClass run with the
+nodes' default handler (local: the first of ``--runtimes``; kind: runc), whose name the
+spec checks carry.
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ def test_e2e(backend, e2e_node, e2e_focus, upstream_outcome, record_metric, requ
                         node_is_host=offers(backend, Capability.NODE_IS_HOST))
     workdir = Path(request.config.getoption("report_dir")) / e2e.SUITE
     run = e2e.run_e2e(backend.kubeconfig_path, workdir, TIMEOUTS.e2e, focus, list(limits))
-    # A node sandcheck configures runs pods without a class with the first runtime, whose
-    # declared e2e deviations apply.
-    default = backend.runtimes[0] if e2e_node.node is not None and backend.runtimes else None
+    # Pods without a class run with the nodes' default handler; on nodes sandcheck
+    # configured, that handler's runtime is known and its declared e2e deviations apply.
+    handler = e2e_node.node.default_handler if e2e_node.node is not None else None
+    default = next((rt for rt in backend.runtimes if rt.handler == handler), None)
     name = default.name if default is not None else None
     record_metric(Metric("upstream_e2e_seconds", name or backend.name, "s", [run.seconds],
                          labels={"focus": e2e_focus}))
@@ -42,4 +44,4 @@ def test_e2e(backend, e2e_node, e2e_focus, upstream_outcome, record_metric, requ
                          skipped_as=f"not run on the {backend.name} backend")
     upstream_outcome(e2e.SUITE, run, verdicts, e2e_node, f"the {backend.name} backend",
                      TIMEOUTS.e2e, runtime=name, focus=e2e_focus,
-                     default_handler=default.handler if default is not None else "the cluster's")
+                     default_handler=handler or "the cluster's")

@@ -11,7 +11,8 @@ created: the cluster, the engine, its work dir; dockerd's host settings are put 
 
 ``--kind-cluster NAME`` uses an existing cluster in the engine at DOCKER_HOST: nothing is
 created or deleted but the run's namespace and RuntimeClasses (the install step is
-idempotent: on a cluster a kept run left it changes nothing).
+idempotent: on a cluster a kept run left it changes nothing). Only a cluster the run
+creates takes upstream suites' images and registry routes (``images``).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from sandcheck.clusters.backends.base import BackendSettings, Capability
 from sandcheck.clusters.backends.kind import layout, nodeconfig
 from sandcheck.clusters.backends.kind.cli import CLUSTER_PREFIX, Kind
 from sandcheck.clusters.backends.kind.engine import UserEngine, private_engine, record_bridges
+from sandcheck.clusters.backends.kind.images import KindImageNodes
 from sandcheck.clusters.backends.kind.nodes import CRI_ENDPOINT, NodeInstaller, host_lacks
 from sandcheck.clusters.backends.kind.registry import CONFIG_PATH_PATCH, KindRegistry
 from sandcheck.clusters.backends.kube import KubeCluster, KubePod
@@ -89,6 +91,8 @@ class KindCluster(KubeCluster):
                          progress=progress)
         self.probe = image
         self.reuse = cluster is not None
+        if not self.reuse:  # a user's cluster keeps its images and registry configuration
+            self.capabilities = type(self).capabilities | {Capability.NODE_IMAGES}
         self.cluster = cluster or name or f"{CLUSTER_PREFIX}{run_id}".lower()[:50]
         self.workers = workers
         self.node_image = node_image
@@ -197,11 +201,21 @@ class KindCluster(KubeCluster):
             self.kind.run("load", "image-archive", str(self.probe.archive), "--name",
                           self.cluster, timeout=TIMEOUTS.image_import)
             return
-        self.registry = KindRegistry(self.engine, self.cluster, self.run_id, self.progress)
-        self.registry.start(self.kind.nodes(self.cluster))
+        self.serving_registry().start()
         self.use_image(self.registry.push(self.probe.archive, self.probe.ref.rsplit(":")[-1]))
         self.core.create_namespaced_config_map("kube-public", self.registry.hosting_configmap(),
                                                _request_timeout=TIMEOUTS.api_call)
+
+    def serving_registry(self) -> KindRegistry:
+        """The cluster's registry container (made on first use, started by the caller)."""
+        if self.registry is None:
+            self.registry = KindRegistry(self.engine, self.cluster,
+                                         self.kind.nodes(self.cluster), self.run_id,
+                                         self.progress)
+        return self.registry
+
+    def image_node(self) -> KindImageNodes:
+        return KindImageNodes(self.engine, self.kind, self.cluster, self.serving_registry)
 
     def _check_handlers(self) -> None:
         for handler, why in self.handler_check(timeout=TIMEOUTS.pod_start).items():

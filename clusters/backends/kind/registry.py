@@ -40,6 +40,16 @@ def hosts_toml(name: str, endpoint: str) -> str:
             f'[host."{endpoint}"]\n  capabilities = ["pull", "resolve"]\n')
 
 
+def write_hosts(engine: Any, nodes: list[str], host_dir: str, text: str) -> str:
+    """``<certs.d>/<host_dir>/hosts.toml`` with ``text`` in every node; says where."""
+    where = f"{CERTS_DIR}/{host_dir}"
+    for node in nodes:
+        engine.docker("exec", "-i", node, "sh", "-c",
+                      f"mkdir -p '{where}' && cat > '{where}/hosts.toml'", input=text,
+                      timeout=TIMEOUTS.api_call)
+    return f"{where}/hosts.toml in {', '.join(nodes)}"
+
+
 def pulls_by_client(log: str) -> dict[str, int]:
     """Manifest GETs and HEADs answered 200, per client address (pure)."""
     found: Counter[str] = Counter()
@@ -54,9 +64,11 @@ def pulls_by_client(log: str) -> dict[str, int]:
 class KindRegistry:
     """The registry container of one run's cluster, in that cluster's engine."""
 
-    def __init__(self, engine: Any, cluster: str, run_id: str, progress: Progress = quiet):
+    def __init__(self, engine: Any, cluster: str, nodes: list[str], run_id: str,
+                 progress: Progress = quiet):
         self.engine = engine
         self.name = f"{cluster}-registry"[:63]
+        self.nodes = nodes
         self.run_id = run_id
         self.progress = progress
         self.port = 0
@@ -67,12 +79,23 @@ class KindRegistry:
     def loopback(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    host = loopback
+    """Where this host pushes (the published port)."""
+
+    @property
+    def endpoint(self) -> str:
+        """The URL the nodes pull from, on the kind network."""
+        return f"http://{self.address}:{CONTAINER_PORT}"
+
     @property
     def node_name(self) -> str:
         """The registry's name as nodes and pods use it (kind's convention)."""
         return f"localhost:{self.port}"
 
-    def start(self, nodes: list[str]) -> None:
+    def start(self) -> KindRegistry:
+        """Run it and route its name in every node; once (a second call finds it running)."""
+        if self.port:
+            return self
         archive, ref = registry_image(self.progress)
         self.engine.docker("load", "-i", str(archive), timeout=TIMEOUTS.image_import)
         self.engine.docker("run", "-d", "--name", self.name, "--network", KIND_NETWORK,
@@ -91,16 +114,16 @@ class KindRegistry:
         wait_until(self._serving, TIMEOUTS.daemon_start,
                    f"registry container {self.name} to answer on {self.loopback}",
                    interval=0.2, state=lambda: "logs:\n" + self._logs())
-        endpoint = f"http://{self.address}:{CONTAINER_PORT}"
-        for node in nodes:
-            where = f"{CERTS_DIR}/{self.node_name}"
-            self.engine.docker("exec", "-i", node, "sh", "-c",
-                               f"mkdir -p '{where}' && cat > '{where}/hosts.toml'",
-                               input=hosts_toml(self.node_name, endpoint),
-                               timeout=TIMEOUTS.api_call)
+        write_hosts(self.engine, self.nodes, self.node_name,
+                    hosts_toml(self.node_name, self.endpoint))
         self.progress(f"kind registry {self.name}: {self.loopback} on the host, "
-                      f"{endpoint} on the {KIND_NETWORK} network, {self.node_name} in "
-                      f"{len(nodes)} nodes")
+                      f"{self.endpoint} on the {KIND_NETWORK} network, {self.node_name} in "
+                      f"{len(self.nodes)} nodes")
+        return self
+
+    def stop(self) -> None:
+        """Nothing: the container lives in the run's private engine and goes with it, after
+        the cluster's environment has read its access log."""
 
     def _serving(self) -> bool | None:
         import urllib.error
@@ -145,5 +168,5 @@ class KindRegistry:
             names[ip] = node
         pulls = pulls_by_client(proc.stdout + proc.stderr)
         return {"container": self.name, "host": self.loopback, "network_endpoint":
-                f"{self.address}:{CONTAINER_PORT}", "image": self.pushed,
+                self.endpoint, "image": self.pushed,
                 "manifest_pulls_by_node": {names.get(ip, ip): n for ip, n in pulls.items()}}
