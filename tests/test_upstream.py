@@ -278,16 +278,16 @@ def test_stand_ins_carry_busybox_as_hard_links_and_what_each_spec_reads(tmp_path
 
 def test_every_host_is_routed_to_the_loopback_registry(tmp_path):
     config = tmp_path / "certs.d"
-    assert hosts.non_loopback(config) == [
+    assert hosts.beyond(hosts.endpoints(config)) == [
         "_default: missing, so unlisted hosts are pulled from themselves"]
     written = hosts.route_all(config, "http://127.0.0.1:5000")
     assert written == config / "_default" / "hosts.toml"
     assert hosts.endpoints(config) == {"_default": ["http://127.0.0.1:5000"]}
-    assert hosts.non_loopback(config) == []
+    assert hosts.beyond(hosts.endpoints(config)) == []
     (config / "gcr.io").mkdir()
     (config / "gcr.io" / "hosts.toml").write_text(
         'server = "https://gcr.io"\n[host."http://127.0.0.1:5000"]\ncapabilities = ["pull"]\n')
-    assert hosts.non_loopback(config) == ["gcr.io: https://gcr.io"]
+    assert hosts.beyond(hosts.endpoints(config)) == ["gcr.io: https://gcr.io"]
 
 
 def test_a_kind_nodes_routes_are_read_from_outside_and_its_registry_is_local():

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import tomlkit
 
-from sandcheck.clusters.registry.reference import is_loopback
+from sandcheck.clusters.registry.reference import on_this_machine
 
 DEFAULT_HOST = "_default"
 
@@ -46,16 +46,12 @@ def endpoints_of(files: dict[str, str]) -> dict[str, list[str]]:
     return found
 
 
-def non_loopback(config_path: Path) -> list[str]:
-    return beyond(endpoints(config_path))
-
-
 def beyond(found: dict[str, list[str]], local: frozenset[str] = frozenset()) -> list[str]:
     """Endpoints that would reach beyond this machine (neither loopback nor one of the
     ``local`` hosts, such as a registry container's address), and hosts with no hosts.toml
     of their own when ``_default`` is missing (containerd would go to the host itself)."""
     bad = [f"{host}: {url}" for host, urls in found.items() for url in urls
-           if not (is_loopback(endpoint_host(url)) or endpoint_host(url) in local)]
+           if not on_this_machine(endpoint_host(url), local)]
     if DEFAULT_HOST not in found:
         bad.append(f"{DEFAULT_HOST}: missing, so unlisted hosts are pulled from themselves")
     return bad

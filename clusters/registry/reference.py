@@ -51,6 +51,11 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def on_this_machine(host: str, local: frozenset[str] = frozenset()) -> bool:
+    """Loopback, or one of the ``local`` hosts (a registry container of the run)."""
+    return is_loopback(host) or host in local
+
+
 def parse_target(text: str) -> Target:
     """``REGISTRY[/REPO][:TAG]`` -> Target; the repository defaults to sandcheck/probe."""
     if "@" in text:

@@ -16,7 +16,7 @@ from pathlib import Path
 from sandcheck.clusters.backends.base import ImageNode, ServingRegistry
 from sandcheck.clusters.progress import Progress, quiet
 from sandcheck.clusters.registry.push import push_archive
-from sandcheck.clusters.registry.reference import Target, is_loopback
+from sandcheck.clusters.registry.reference import Target, on_this_machine
 from sandcheck.clusters.upstream.criimages import StandIn, full_name, split_reference
 
 
@@ -81,6 +81,6 @@ def remote_attempts(log_text: str, local: frozenset[str] = frozenset()) -> list[
             continue
         for m in _ATTEMPT.finditer(line):
             host = m.group("url") or m.group("lookup") or m.group("dial")
-            if not (is_loopback(host) or host in local) and host not in found:
+            if not on_this_machine(host, local) and host not in found:
                 found[host] = line.strip()[:300]
     return [f"{host}: {line}" for host, line in found.items()]

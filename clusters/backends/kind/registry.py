@@ -76,11 +76,9 @@ class KindRegistry:
         self.pushed: str | None = None
 
     @property
-    def loopback(self) -> str:
+    def host(self) -> str:
+        """Where this host pushes (the published port on the loopback address)."""
         return f"127.0.0.1:{self.port}"
-
-    host = loopback
-    """Where this host pushes (the published port)."""
 
     @property
     def endpoint(self) -> str:
@@ -112,11 +110,11 @@ class KindRegistry:
             "inspect", "-f", f'{{{{(index .NetworkSettings.Networks "{KIND_NETWORK}")'
             '.IPAddress}}', self.name, timeout=TIMEOUTS.api_call).stdout.strip()
         wait_until(self._serving, TIMEOUTS.daemon_start,
-                   f"registry container {self.name} to answer on {self.loopback}",
+                   f"registry container {self.name} to answer on {self.host}",
                    interval=0.2, state=lambda: "logs:\n" + self._logs())
         write_hosts(self.engine, self.nodes, self.node_name,
                     hosts_toml(self.node_name, self.endpoint))
-        self.progress(f"kind registry {self.name}: {self.loopback} on the host, "
+        self.progress(f"kind registry {self.name}: {self.host} on the host, "
                       f"{self.endpoint} on the {KIND_NETWORK} network, {self.node_name} in "
                       f"{len(self.nodes)} nodes")
         return self
@@ -130,7 +128,7 @@ class KindRegistry:
         import urllib.request
 
         try:
-            with urllib.request.urlopen(f"http://{self.loopback}/v2/", timeout=1):
+            with urllib.request.urlopen(f"http://{self.host}/v2/", timeout=1):
                 return True
         except urllib.error.HTTPError:
             return True  # it answers HTTP: serving
@@ -139,7 +137,7 @@ class KindRegistry:
 
     def push(self, archive: Path, tag: str) -> str:
         """Push the image and return the reference pods use."""
-        pushed = push_archive(archive, Target(self.loopback, DEFAULT_REPOSITORY, tag),
+        pushed = push_archive(archive, Target(self.host, DEFAULT_REPOSITORY, tag),
                               progress=self.progress)
         self.pushed = f"{self.node_name}/{DEFAULT_REPOSITORY}:{tag}"
         self.progress(f"probe image pushed: {self.pushed} ({pushed.digest})")
@@ -167,6 +165,6 @@ class KindRegistry:
                                     timeout=TIMEOUTS.api_call).stdout.strip()
             names[ip] = node
         pulls = pulls_by_client(proc.stdout + proc.stderr)
-        return {"container": self.name, "host": self.loopback, "network_endpoint":
+        return {"container": self.name, "host": self.host, "network_endpoint":
                 self.endpoint, "image": self.pushed,
                 "manifest_pulls_by_node": {names.get(ip, ip): n for ip, n in pulls.items()}}
