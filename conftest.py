@@ -1,15 +1,10 @@
-"""Runs from a checkout: makes ``sandcheck`` importable from here and loads its pytest
-plugin unless an installed sandcheck (``pip install -e .``) already registered it through
-the ``pytest11`` entry point."""
+"""Runs from a checkout: loads sandcheck's pytest plugin unless an installed sandcheck
+(``pip install -e .``) already registered it through the ``pytest11`` entry point. pytest
+puts this folder on sys.path (rootdir conftest, prepend import mode), so ``sandcheck``
+is the package directory beside this file."""
 
 import os
-import sys
 from importlib.metadata import entry_points
-from pathlib import Path
-
-ROOT = Path(__file__).resolve().parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 _AUTOLOADED = not os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD") and any(
     ep.value == "sandcheck.fixtures.plugin" for ep in entry_points(group="pytest11"))

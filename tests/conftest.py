@@ -33,11 +33,11 @@ def started_node_backend(runtimes: str):
     """The project's node backend with ``runtimes`` (its private containerd, CNI and the
     probe image), started; skips naming what is missing. A generator for module fixtures."""
     skip_unless_node_backend()
-    from sandcheck.clusters.backends.base import new_run_id
-    from sandcheck.clusters.backends.node import NodeBackend
-    from sandcheck.clusters.catalog import Catalog
-    from sandcheck.clusters.provision.paths import cache_dir
+    from sandcheck.catalog import Catalog
+    from sandcheck.clusters.base import new_run_id
+    from sandcheck.clusters.node import NodeBackend
     from sandcheck.fixtures.image import build_probe_image
+    from sandcheck.provision.paths import cache_dir
 
     image = build_probe_image(cache_dir() / "probe")
     backend = NodeBackend(Catalog.load().select(runtimes), new_run_id(), image)

@@ -12,7 +12,7 @@ def skip_unless_node_backend() -> None:
     """Skip, naming what is missing, unless the node backend can run here."""
     if os.geteuid() != 0:
         pytest.skip("the node backend's private containerd needs root")
-    from sandcheck.clusters.backends import registry
+    from sandcheck.clusters import registry
 
     why = registry.entry("node").unavailable()
     if why:

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from sandcheck.clusters.cli import main
-from sandcheck.clusters.containerd import apply as ap
-from sandcheck.clusters.containerd import config as cc
-from sandcheck.clusters.containerd.images import PROBE_IMAGE
-from sandcheck.clusters.host.workdir import remove_tree
-from sandcheck.clusters.provision.paths import cache_dir, path_dir
+from sandcheck.cli.main import main
+from sandcheck.containerd import apply as ap
+from sandcheck.containerd import config as cc
+from sandcheck.containerd.images import PROBE_IMAGE
+from sandcheck.host.workdir import remove_tree
+from sandcheck.provision.paths import cache_dir, path_dir
 
 CONTAINERD = cache_dir() / "path-containerd17" / "containerd"
 NODE_CONFIG = f"""# the node's containerd config (1.x, schema 2)

@@ -1,10 +1,10 @@
 """The architecture the design promises, checked on the source (AST, nothing imported):
 
+- every module sits at the path its import names (``sandcheck.clusters.node`` is
+  ``sandcheck/clusters/node.py``): the package list is found, not kept;
 - imports between sandcheck's modules form no cycle, counting imports inside functions;
-- imports run downward only: clusters < reports < fixtures < suites. ``clusters`` never
-  imports ``fixtures``. The one exception is ``clusters/cli.py``, the command line at the top
-  of the graph: ``sandcheck compare`` imports ``reports`` and ``sandcheck run`` imports the
-  ``suites`` package to find the bundled suites (never ``fixtures``: pytest loads the plugin);
+- imports run downward only, through the layers below, with no exception: the command
+  line (``sandcheck.cli``) is the top of the package and the suites sit above it;
 - suites and fixtures never probe a backend or a pod with ``hasattr``/``getattr``: they
   ask for a declared Capability;
 - the README's backend table and ``--backend`` option list exactly the registry's backends.
@@ -20,30 +20,30 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-# Checkout folder -> the package it becomes (pyproject's package-dir says the same).
+# Checkout folder -> the package it is: the package directory itself, and the suites,
+# which a wheel ships as sandcheck.suites (setup.py says the same).
 PACKAGES = {
     "sandcheck": "sandcheck",
-    "clusters": "sandcheck.clusters",
-    "fixtures": "sandcheck.fixtures",
-    "reports": "sandcheck.reports",
     "suites": "sandcheck.suites",
 }
-# Lower layers never import higher ones.
-LAYERS = {"sandcheck": 0, "sandcheck.clusters": 1, "sandcheck.reports": 2,
-          "sandcheck.fixtures": 3, "sandcheck.suites": 4}
-CLI = "sandcheck.clusters.cli"
-COMMANDS = (CLI, "sandcheck.clusters.certify")
-"""The command layer: `sandcheck run` and `sandcheck certify` run the bundled suites and
-write reports, so these two modules may import reports and suites (never fixtures)."""
-CLI_MAY_IMPORT = ("sandcheck.reports", "sandcheck.suites")
-PROBE_BUILDER = "sandcheck.fixtures.image"
-"""The one fixtures module the commands may use: the probe image's builder (no pytest in
-it), for ``sandcheck push-image`` (with its package's ``__init__``, which that import runs)."""
-
-
-def allowed_upward(e: Import) -> bool:
-    return e.source in COMMANDS and (layer_of(e.target) in CLI_MAY_IMPORT
-                                     or e.target in (PROBE_BUILDER, "sandcheck.fixtures"))
+LAYERS = {
+    "sandcheck": 0,             # errors, the timeouts table and wait helper, progress
+    "sandcheck.host": 1,        # processes, mounts, cgroups, memory, seccomp, tracing
+    "sandcheck.catalog": 2,     # every per-runtime fact
+    "sandcheck.judges": 2,      # escape preconditions and host surface, judged
+    "sandcheck.provision": 3,   # pins, the Go build engine, apt, host preparation
+    "sandcheck.oci": 4,         # OCI references, credentials, push, a loopback registry
+    "sandcheck.containerd": 5,  # config model and patcher, daemon, verify, CRI
+    "sandcheck.clusters": 6,    # the backend contract, registry and every backend
+    "sandcheck.upstream": 7,    # critest and e2e runners against a backend
+    "sandcheck.cleanup": 8,     # what any backend's dead run left behind
+    "sandcheck.reports": 9,     # result model, writers, baseline, bundles
+    "sandcheck.fixtures": 10,   # the pytest plugin and fixtures
+    "sandcheck.cli": 11,        # the sandcheck command and certify
+    "sandcheck.suites": 12,     # the checks
+}
+"""Lower layers never import higher ones; a module of none of these (a new top-level
+module) counts as the lowest and may import only its peers there."""
 
 
 @dataclass(frozen=True)
@@ -195,18 +195,18 @@ def layer_of(module: str) -> str:
 
 def test_the_walk_sees_lazy_and_relative_imports():
     """The walker itself: a function-level import must count, or the checks below prove
-    nothing about ``sandcheck compare``'s lazy import."""
+    nothing about the command line's lazy imports."""
     edges = collect_imports()
-    lazy = [e for e in edges if e.source == CLI]
-    assert any(e.target.startswith("sandcheck.clusters.") for e in lazy), lazy
-    src = "def f():\n    from sandcheck.clusters import errors\n"
+    lazy = [e for e in edges if e.source == "sandcheck.cli.main"]
+    assert any(e.target.startswith("sandcheck.reports.") for e in lazy), lazy
+    src = "def f():\n    from sandcheck import errors\n"
     node = next(n for n in ast.walk(ast.parse(src)) if isinstance(n, ast.ImportFrom))
-    assert _targets(node, CLI, module_files()) == ["sandcheck.clusters.errors"]
+    assert _targets(node, "sandcheck.cli.main", module_files()) == ["sandcheck.errors"]
     rel = ast.parse("from .base import Pod\nfrom .. import errors\n").body
-    assert _targets(rel[0], "sandcheck.clusters.backends.node", module_files()) == [
-        "sandcheck.clusters.backends.base"]
-    assert _targets(rel[1], "sandcheck.clusters.backends.node", module_files()) == [
-        "sandcheck.clusters.errors"]
+    assert _targets(rel[0], "sandcheck.clusters.node", module_files()) == [
+        "sandcheck.clusters.base"]
+    assert _targets(rel[1], "sandcheck.clusters.node", module_files()) == [
+        "sandcheck.errors"]
 
 
 def test_the_cycle_finder_finds_cycles():
@@ -225,26 +225,33 @@ def test_no_import_cycles():
         show_cycle(c) for c in cycles)
 
 
-def test_clusters_never_imports_fixtures():
-    bad = [e for e in collect_imports()
-           if layer_of(e.source) == "sandcheck.clusters"
-           and layer_of(e.target) == "sandcheck.fixtures" and not allowed_upward(e)]
-    assert not bad, "clusters/ imports fixtures/ (hand the fixture's objects to the backend "\
-        "instead):\n" + "\n".join(f"  {e.source} -> {e.target} at {e.where()}" for e in bad)
-
-
 def test_imports_run_downward():
-    """clusters < reports < fixtures < suites; only the command line reaches up, and only to
-    reports (``compare``) and the suites package (``run``)."""
+    """Every import goes to the same layer or a lower one; the command line is no
+    exception (it sits on top)."""
     bad = []
     for e in collect_imports():
         src, dst = layer_of(e.source), layer_of(e.target)
-        if LAYERS[dst] <= LAYERS[src]:
-            continue
-        if allowed_upward(e):
-            continue
-        bad.append(f"  {e.source} ({src}) -> {e.target} ({dst}) at {e.where()}")
+        if LAYERS[dst] > LAYERS[src]:
+            bad.append(f"  {e.source} ({src}) -> {e.target} ({dst}) at {e.where()}")
     assert not bad, "imports that run upward:\n" + "\n".join(bad)
+
+
+def test_every_module_is_where_its_name_says():
+    """No run-time path editing: the package has no __path__ of its own making and nothing
+    edits sys.path, so a tool reading the checkout resolves every import to its file."""
+    bad = []
+    for path in [*ROOT.joinpath("sandcheck").rglob("*.py"), ROOT / "conftest.py",
+                 *ROOT.joinpath("suites").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Attribute) and (
+                    (node.attr == "__path__")
+                    or (node.attr == "path" and isinstance(node.value, ast.Name)
+                        and node.value.id == "sys")):
+                bad.append(f"  {path.relative_to(ROOT)}:{node.lineno}: {ast.unparse(node)}")
+    assert not bad, "run-time path editing:\n" + "\n".join(bad)
+    unresolved = [f"  {e.where()}: {e.target}" for e in collect_imports()
+                  if e.target not in module_files()]
+    assert not unresolved, "\n".join(unresolved)
 
 
 # -- no probing of backends -----------------------------------------------------------------
@@ -286,7 +293,7 @@ def test_no_attribute_probing_of_backends(folder):
         for line, call in probes_in(path.read_text(), str(path)):
             bad.append(f"  {path.relative_to(ROOT)}:{line}: {call}")
     assert not bad, ("backends and pods probed for attributes; declare it in the contract "
-                     "(clusters/backends/base.py) and ask with require(backend, Capability):\n"
+                     "(sandcheck/clusters/base.py) and ask with require(backend, Capability):\n"
                      + "\n".join(bad))
 
 
@@ -306,7 +313,7 @@ def _readme_backend_rows(readme: str) -> dict[str, str]:
 
 
 def test_readme_lists_every_registry_backend():
-    from sandcheck.clusters.backends import registry
+    from sandcheck.clusters import registry
 
     readme = (ROOT / "README.md").read_text()
     rows = _readme_backend_rows(readme)
@@ -328,9 +335,9 @@ def test_readme_lists_every_registry_backend():
 def test_every_registered_backend_keeps_the_contract(tmp_path):
     """Made from the registry with its options (nothing starts), each backend has every
     member of the Backend protocol, and exactly the accessors its capabilities promise."""
-    from sandcheck.clusters.backends import registry
-    from sandcheck.clusters.backends.base import Backend, BackendSettings, Capability
-    from sandcheck.clusters.catalog import Catalog
+    from sandcheck.catalog import Catalog
+    from sandcheck.clusters import registry
+    from sandcheck.clusters.base import Backend, BackendSettings, Capability
 
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text("apiVersion: v1\nkind: Config\n")
@@ -349,17 +356,11 @@ def test_every_registered_backend_keeps_the_contract(tmp_path):
                 f"but {accessor} is {'missing' if promised else 'there'}")
 
 
-def test_pyproject_lists_every_package_folder():
-    """pyproject's package list is explicit (the folders are mapped into one name): a
-    folder left out would be missing from the wheel and fail only for its users."""
-    import tomllib
-
-    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-                 ["packages"])
-    folders = set()
-    for folder, package in PACKAGES.items():
-        for init in (ROOT / folder).rglob("__init__.py"):
-            parts = init.parent.relative_to(ROOT / folder).parts
-            folders.add(".".join([package, *parts]))
-    assert folders == listed, (f"not in pyproject: {sorted(folders - listed)}; listed "
-                               f"but absent: {sorted(listed - folders)}")
+def test_every_code_folder_is_a_package():
+    """setup.py finds the packages: a folder of modules without an __init__.py would be
+    missing from the wheel and fail only for its users."""
+    bare = sorted(str(d.relative_to(ROOT)) for folder in PACKAGES
+                  for d in [ROOT / folder, *(ROOT / folder).rglob("*")]
+                  if d.is_dir() and d.name != "__pycache__" and any(d.glob("*.py"))
+                  and not (d / "__init__.py").is_file())
+    assert not bare, f"folders of modules without __init__.py: {bare}"

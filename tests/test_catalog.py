@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from sandcheck.clusters.catalog import BUILTIN, Catalog, classify
-from sandcheck.clusters.errors import UserError
+from sandcheck.catalog import BUILTIN, Catalog, classify
 from sandcheck.clusters.runtimeclass import manifests
+from sandcheck.errors import UserError
 
 
 def test_builtin_runtimes_cover_the_design():

@@ -15,10 +15,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from sandcheck.clusters import certify
-from sandcheck.clusters.backends import registry
-from sandcheck.clusters.backends.fleet import means_missing, missing_reason, node_fingerprint
-from sandcheck.clusters.catalog import Catalog
+from sandcheck.catalog import Catalog
+from sandcheck.cli import certify
+from sandcheck.clusters import registry
+from sandcheck.clusters.fleet import means_missing, missing_reason, node_fingerprint
 from sandcheck.reports.bundle import MANIFEST, finish_bundle, verify_bundle
 from sandcheck.reports.matrix import matrix_markdown, verdicts
 from sandcheck.reports.render import render_markdown, write_reports
@@ -204,7 +204,7 @@ needs_kind = pytest.mark.skipif(
 def test_certify_on_kind_reports_each_node_and_detects_tampering(tmp_path):
     bundle = tmp_path / "bundle"
     proc = subprocess.run(
-        [sys.executable, "-m", "sandcheck.clusters.cli", "certify", "--bundle", str(bundle),
+        [sys.executable, "-m", "sandcheck.cli.main", "certify", "--bundle", str(bundle),
          "--backend", "kind", "--kind-workers", "2", "--runtimes", "runc,runsc",
          "--node-parallelism", "4", "-q"],
         capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},

@@ -22,10 +22,10 @@ import tomllib
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sandcheck.clusters.catalog import Catalog
-from sandcheck.clusters.containerd import config as cc
-from sandcheck.clusters.containerd.tomledit import table_name
-from sandcheck.clusters.provision.paths import cache_dir
+from sandcheck.catalog import Catalog
+from sandcheck.containerd import config as cc
+from sandcheck.containerd.tomledit import table_name
+from sandcheck.provision.paths import cache_dir
 
 PURE_EXAMPLES = 100
 REAL_EXAMPLES = 5

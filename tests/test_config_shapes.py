@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import tomllib
 
-from sandcheck.clusters.catalog import Catalog
-from sandcheck.clusters.cli import main
-from sandcheck.clusters.containerd import config as cc
+from sandcheck.catalog import Catalog
+from sandcheck.cli.main import main
+from sandcheck.containerd import config as cc
 
 CONFIGS = Path(__file__).parent / "configs"
 RUNTIMES = Catalog.load().select("runc,crun,runsc")
@@ -132,7 +132,7 @@ def test_shape_that_cannot_be_edited_exits_2_naming_the_key(name, path, tmp_path
 def test_layout_tomlkit_would_misrender_is_refused_not_written():
     """The safety net: if tomlkit renders an edit at another key path, the edit is refused
     with that path (simulated by a render that drops what was added)."""
-    from sandcheck.clusters.errors import UserError
+    from sandcheck.errors import UserError
     doc = cc.parse(_text("dotted-keys.toml"))
     want = doc.unwrap()
     want["plugins"]["io.containerd.grpc.v1.cri"]["containerd"]["runtimes"]["x"] = {"a": 1}

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import tomlkit
 
-from sandcheck.clusters.catalog import Catalog
-from sandcheck.clusters.cli import main
-from sandcheck.clusters.containerd import config as cc
-from sandcheck.clusters.errors import UserError
+from sandcheck.catalog import Catalog
+from sandcheck.cli.main import main
+from sandcheck.containerd import config as cc
+from sandcheck.errors import UserError
 
 CONFIGS = Path(__file__).parent / "configs"
 CATALOG = Catalog.load()

@@ -21,19 +21,19 @@ from pathlib import Path
 
 import pytest
 
-from sandcheck.clusters.backends.node import bridge_name
-from sandcheck.clusters.host import proc as hostproc
-from sandcheck.clusters.host import runcgroups
-from sandcheck.clusters.host.cgroups import cgroup_hierarchies
-from sandcheck.clusters.host.mounts import mounts_of
-from sandcheck.clusters.host.workdir import claimed_by, run_id_of
-from sandcheck.clusters.timeouts import TIMEOUTS, wait_until
+from sandcheck.clusters.node import bridge_name
+from sandcheck.host import proc as hostproc
+from sandcheck.host import runcgroups
+from sandcheck.host.cgroups import cgroup_hierarchies
+from sandcheck.host.mounts import mounts_of
+from sandcheck.host.workdir import claimed_by, run_id_of
+from sandcheck.timeouts import TIMEOUTS, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(os.geteuid() != 0, reason="the node backend needs root")]
 KEPT_PODS = """
-from sandcheck.clusters.backends.base import PodSpec
+from sandcheck.clusters.base import PodSpec
 
 
 def test_leave_pods_running(backend, runtime):
@@ -113,7 +113,7 @@ def _assert_nothing_left(workdir: Path, pids: list[int], said: str) -> None:
 
 def _cleanup_run(work: Path, run_id: str) -> tuple[str, float]:
     start = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "sandcheck.clusters.cli", "cleanup", "--run",
+    done = subprocess.run([sys.executable, "-m", "sandcheck.cli.main", "cleanup", "--run",
                            run_id], cwd=ROOT, env=_env(work), capture_output=True, text=True,
                           timeout=TIMEOUTS.cluster_start)
     assert done.returncode == 0, done.stderr

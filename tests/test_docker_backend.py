@@ -14,29 +14,29 @@ from pathlib import Path
 
 import pytest
 
-from sandcheck.clusters.backends import registry
-from sandcheck.clusters.backends.base import RUN_LABEL, PodSpec
-from sandcheck.clusters.backends.docker.engine import (
+from sandcheck.catalog import BUILTIN
+from sandcheck.clusters import registry
+from sandcheck.clusters.base import RUN_LABEL, PodSpec
+from sandcheck.clusters.docker.engine import (
     ENGINE_FILE,
     bridge_name,
     resolve_host,
     runtime_args,
 )
-from sandcheck.clusters.backends.docker.pods import (
+from sandcheck.clusters.docker.pods import (
     cli_create_args,
     create_options,
     engine_phases,
     memory_bytes,
     nano_cpus,
 )
-from sandcheck.clusters.catalog import BUILTIN
-from sandcheck.clusters.docker.daemon import cgroup_parent_of
-from sandcheck.clusters.errors import UserError
-from sandcheck.clusters.host import proc as hostproc
-from sandcheck.clusters.host.cgroups import cgroup_hierarchies
-from sandcheck.clusters.host.mounts import mounts_under
-from sandcheck.clusters.host.workdir import claimed_by, remove_tree, run_id_of
-from sandcheck.clusters.timeouts import TIMEOUTS, WaitTimeout, wait_until
+from sandcheck.clusters.dockerd.daemon import cgroup_parent_of
+from sandcheck.errors import UserError
+from sandcheck.host import proc as hostproc
+from sandcheck.host.cgroups import cgroup_hierarchies
+from sandcheck.host.mounts import mounts_under
+from sandcheck.host.workdir import claimed_by, remove_tree, run_id_of
+from sandcheck.timeouts import TIMEOUTS, WaitTimeout, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 needs_dockerd = pytest.mark.skipif(
@@ -210,10 +210,10 @@ def test_private_engine_lives_in_the_runs_cgroup_and_goes_with_it():
     """dockerd, its containerd and every container are born in the run's cgroup tree, so
     stop() ends them by cgroup: a `tail -f` of the engine's log (which names the run's
     work dir) survives."""
-    from sandcheck.clusters.backends.base import new_run_id
-    from sandcheck.clusters.docker.daemon import PrivateDockerd
-    from sandcheck.clusters.host import runcgroups
-    from sandcheck.clusters.host.workdir import WORK_BASE
+    from sandcheck.clusters.base import new_run_id
+    from sandcheck.clusters.dockerd.daemon import PrivateDockerd
+    from sandcheck.host import runcgroups
+    from sandcheck.host.workdir import WORK_BASE
 
     run_id = new_run_id()
     engine = PrivateDockerd(WORK_BASE / f"docker-{run_id}", run_id)

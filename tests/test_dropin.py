@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from sandcheck.clusters.catalog import Catalog
-from sandcheck.clusters.cli import main
-from sandcheck.clusters.containerd import config as cc
-from sandcheck.clusters.containerd import imports as ci
-from sandcheck.clusters.containerd.verify import verify
-from sandcheck.clusters.errors import ComponentError
-from sandcheck.clusters.provision.paths import cache_dir
+from sandcheck.catalog import Catalog
+from sandcheck.cli.main import main
+from sandcheck.containerd import config as cc
+from sandcheck.containerd import imports as ci
+from sandcheck.containerd.verify import verify
+from sandcheck.errors import ComponentError
+from sandcheck.provision.paths import cache_dir
 
 RUNTIMES = Catalog.load().select("runc,crun,runsc")
 CRI2 = 'plugins."io.containerd.grpc.v1.cri"'

@@ -1,4 +1,4 @@
-"""Escape preconditions: the judgement (clusters/escape.py) on real and hand-made probe
+"""Escape preconditions: the judgement (sandcheck/judges/escape.py) on real and hand-made probe
 documents, the catalog's profiles and their overrides, the probe's ``escape`` mode and
 image, and an impostor: a handler that claims gVisor's profile but runs runc must fail.
 
@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 from helpers import FAKE_RUNSC, skip_unless_node_backend
 
-from sandcheck.clusters.catalog import BUILTIN, Catalog
-from sandcheck.clusters.errors import UserError
-from sandcheck.clusters.escape import PRECONDITIONS, assess, missing, unexpected
+from sandcheck.catalog import BUILTIN, Catalog
+from sandcheck.errors import UserError
+from sandcheck.judges.escape import PRECONDITIONS, assess, missing, unexpected
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = Path(__file__).resolve().parent / "escape_samples"
@@ -275,8 +275,8 @@ def test_user_catalog_escape_errors_are_one_clear_line(tmp_path, table, message)
 def test_cri_pods_get_kubelets_proc_paths_no_new_privs_and_a_privileged_sandbox(tmp_path):
     """containerd's CRI masks and write-protects only the /proc paths its caller sends; the
     node backend sends kubelet's, or a default pod's /proc/sys is the node's, writable."""
-    from sandcheck.clusters.backends.base import PodSpec
-    from sandcheck.clusters.containerd.podconfig import (
+    from sandcheck.clusters.base import PodSpec
+    from sandcheck.clusters.podconfig import (
         READONLY_PATHS,
         container_config,
         sandbox_config,
@@ -299,8 +299,8 @@ def test_cri_pods_get_kubelets_proc_paths_no_new_privs_and_a_privileged_sandbox(
 
 
 def test_docker_pods_get_no_new_privileges():
-    from sandcheck.clusters.backends.base import PodSpec
-    from sandcheck.clusters.backends.docker.pods import create_options
+    from sandcheck.clusters.base import PodSpec
+    from sandcheck.clusters.docker.pods import create_options
 
     spec = PodSpec(runtime=BUILTIN["runc"], allow_privilege_escalation=False,
                    seccomp="Unconfined")

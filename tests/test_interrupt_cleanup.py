@@ -13,22 +13,22 @@ from pathlib import Path
 
 import pytest
 
-from sandcheck.clusters import cleanup as cleanup_module
-from sandcheck.clusters.backends import registry
-from sandcheck.clusters.backends.local.kubelet import cgroup_root
-from sandcheck.clusters.backends.node import bridge_name
-from sandcheck.clusters.host import proc as hostproc
-from sandcheck.clusters.host import runcgroups
-from sandcheck.clusters.host.cgroups import cgroup_hierarchies, make_subtree, remove_subtree
-from sandcheck.clusters.host.mounts import mounts_under
-from sandcheck.clusters.host.workdir import (
+from sandcheck import cleanup as cleanup_module
+from sandcheck.clusters import registry
+from sandcheck.clusters.local.kubelet import cgroup_root
+from sandcheck.clusters.node import bridge_name
+from sandcheck.host import proc as hostproc
+from sandcheck.host import runcgroups
+from sandcheck.host.cgroups import cgroup_hierarchies, make_subtree, remove_subtree
+from sandcheck.host.mounts import mounts_under
+from sandcheck.host.workdir import (
     OWNER_FILE,
     claim,
     claimed_by,
     concurrent_runs,
     run_id_of,
 )
-from sandcheck.clusters.timeouts import TIMEOUTS, WaitTimeout, wait_until
+from sandcheck.timeouts import TIMEOUTS, WaitTimeout, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 SLEEPER = "import signal, sys, time\n{setup}\nprint('ready', flush=True)\ntime.sleep(120)\n"

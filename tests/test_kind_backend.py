@@ -14,22 +14,22 @@ from pathlib import Path
 import pytest
 import tomlkit
 
-from sandcheck.clusters.backends import registry
-from sandcheck.clusters.backends.base import BackendSettings
-from sandcheck.clusters.backends.kind import layout, nodeconfig
-from sandcheck.clusters.backends.kind.backend import KindCluster, kind_config, open_backend
-from sandcheck.clusters.backends.kind.leftovers import remove_leftovers
-from sandcheck.clusters.backends.kind.nodes import host_lacks
-from sandcheck.clusters.catalog import Catalog
-from sandcheck.clusters.docker.daemon import cgroup_parent_of
-from sandcheck.clusters.errors import UserError
-from sandcheck.clusters.host import proc as hostproc
-from sandcheck.clusters.host.cgroups import cgroup_hierarchies
-from sandcheck.clusters.host.mounts import mounts_under
-from sandcheck.clusters.host.state import HostState
-from sandcheck.clusters.host.workdir import WORK_BASE, claimed_by, run_id_of
-from sandcheck.clusters.provision.paths import cache_dir
-from sandcheck.clusters.timeouts import TIMEOUTS, WaitTimeout, wait_until
+from sandcheck.catalog import Catalog
+from sandcheck.clusters import registry
+from sandcheck.clusters.base import BackendSettings
+from sandcheck.clusters.dockerd.daemon import cgroup_parent_of
+from sandcheck.clusters.kind import layout, nodeconfig
+from sandcheck.clusters.kind.backend import KindCluster, kind_config, open_backend
+from sandcheck.clusters.kind.leftovers import remove_leftovers
+from sandcheck.clusters.kind.nodes import host_lacks
+from sandcheck.errors import UserError
+from sandcheck.host import proc as hostproc
+from sandcheck.host.cgroups import cgroup_hierarchies
+from sandcheck.host.mounts import mounts_under
+from sandcheck.host.state import HostState
+from sandcheck.host.workdir import WORK_BASE, claimed_by, run_id_of
+from sandcheck.provision.paths import cache_dir
+from sandcheck.timeouts import TIMEOUTS, WaitTimeout, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 CRI = ("plugins", "io.containerd.grpc.v1.cri", "containerd", "runtimes")
@@ -153,7 +153,7 @@ def assert_run_left_nothing(workdir: Path) -> None:
 @pytest.mark.integration
 @needs_kind
 def test_cluster_with_a_worker_runs_every_handler_and_leaves_nothing(capsys):
-    from sandcheck.clusters.backends.base import PodSpec, new_run_id
+    from sandcheck.clusters.base import PodSpec, new_run_id
     from sandcheck.fixtures.image import build_probe_image
 
     before = HostState.read()

@@ -15,17 +15,17 @@ from pathlib import Path
 import pytest
 import tomlkit
 
-from sandcheck.clusters.docker.daemon import PrivateDockerd
-from sandcheck.clusters.host.mounts import mounts_under
-from sandcheck.clusters.host.state import HostState
-from sandcheck.clusters.host.workdir import WORK_BASE, claim
-from sandcheck.clusters.provision.gobuild import build
-from sandcheck.clusters.provision.kindnode import build_node_image, load_node_image, nodefiles
-from sandcheck.clusters.provision.kindnode.clusterconfig import cluster_config, render
-from sandcheck.clusters.provision.kindnode.rootfs import debian_mirror
-from sandcheck.clusters.provision.paths import cache_dir, path_dir
-from sandcheck.clusters.provision.tools import KIND
+from sandcheck.clusters.dockerd.daemon import PrivateDockerd
 from sandcheck.fixtures.image import build_probe_image
+from sandcheck.host.mounts import mounts_under
+from sandcheck.host.state import HostState
+from sandcheck.host.workdir import WORK_BASE, claim
+from sandcheck.provision.gobuild import build
+from sandcheck.provision.kindnode import build_node_image, load_node_image, nodefiles
+from sandcheck.provision.kindnode.clusterconfig import cluster_config, render
+from sandcheck.provision.kindnode.rootfs import debian_mirror
+from sandcheck.provision.paths import cache_dir, path_dir
+from sandcheck.provision.tools import KIND
 
 needs_docker_and_debootstrap = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("dockerd") is None or shutil.which("debootstrap") is None,

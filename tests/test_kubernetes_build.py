@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from sandcheck.clusters.errors import ComponentError, UserError
-from sandcheck.clusters.provision import gobuild
-from sandcheck.clusters.provision import kubernetes as kb
-from sandcheck.clusters.provision.paths import cache_dir
-from sandcheck.clusters.provision.pins import ETCD_VERSION, KUBERNETES_VERSION
+from sandcheck.errors import ComponentError, UserError
+from sandcheck.provision import gobuild
+from sandcheck.provision import kubernetes as kb
+from sandcheck.provision.paths import cache_dir
+from sandcheck.provision.pins import ETCD_VERSION, KUBERNETES_VERSION
 
 KUBERNETES_GOMOD = """\
 // This is a generated file. Do not edit directly.

@@ -17,31 +17,31 @@ from pathlib import Path
 
 import pytest
 
-from sandcheck.clusters.backends.base import (
+from sandcheck.catalog import Catalog
+from sandcheck.clusters.base import (
     RUN_LABEL,
     BackendSettings,
     Capability,
     KubernetesBackend,
     PodSpec,
 )
-from sandcheck.clusters.backends.kube import (
+from sandcheck.clusters.kube import (
     exit_code_from_status,
     namespace_for,
     pod_manifest,
 )
-from sandcheck.clusters.backends.local import binaries, kubelet
-from sandcheck.clusters.backends.local.cluster import open_backend
-from sandcheck.clusters.backends.local.leftovers import remove_container_log_links
-from sandcheck.clusters.backends.local.pki import (
+from sandcheck.clusters.local import binaries, kubelet
+from sandcheck.clusters.local.cluster import open_backend
+from sandcheck.clusters.local.leftovers import remove_container_log_links
+from sandcheck.clusters.local.pki import (
     KUBECONFIG_CLIENTS,
     Pki,
     cluster_requests,
     write_kubeconfig,
 )
-from sandcheck.clusters.catalog import Catalog
-from sandcheck.clusters.errors import UserError
-from sandcheck.clusters.host import proc as hostproc
-from sandcheck.clusters.host.mounts import mounts_under
+from sandcheck.errors import UserError
+from sandcheck.host import proc as hostproc
+from sandcheck.host.mounts import mounts_under
 
 LOOPBACK = "127.0.0.1"
 NODE_NAME = kubelet.NODE_NAME

@@ -1,4 +1,4 @@
-"""The CRI translation of a PodSpec (clusters/containerd/podconfig.py) against the real
+"""The CRI translation of a PodSpec (sandcheck/clusters/podconfig.py) against the real
 containerd 1.7: pods made by the node backend, the OCI spec containerd generated from the
 ContainerConfig read back with ``crictl inspect``, and what the process inside really got
 (the probe reads /proc/self/status).
@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from sandcheck.clusters.backends.base import PodSpec
-from sandcheck.clusters.catalog import Catalog
+from sandcheck.catalog import Catalog
+from sandcheck.clusters.base import PodSpec
 
 pytestmark = pytest.mark.integration
 

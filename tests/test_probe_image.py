@@ -17,15 +17,15 @@ from pathlib import Path
 import pytest
 from helpers import skip_unless_node_backend
 
-from sandcheck.clusters.containerd.images import (
+from sandcheck.containerd.images import (
     ProbeImage,
     ProbeImageError,
     import_into_containerd,
 )
-from sandcheck.clusters.errors import UserError
-from sandcheck.clusters.timeouts import wait_until
+from sandcheck.errors import UserError
 from sandcheck.fixtures import image as image_mod
 from sandcheck.fixtures.image import build_probe_image
+from sandcheck.timeouts import wait_until
 
 TOP_KEYS = {
     "uname", "proc_version", "dmesg", "dmesg_errno", "caps", "seccomp", "no_new_privs",
@@ -210,9 +210,9 @@ def test_probe_rejects_unknown_mode(probe_image):
 @pytest.fixture(scope="module")
 def node_backend(probe_image):
     skip_unless_node_backend()
-    from sandcheck.clusters.backends.base import new_run_id
-    from sandcheck.clusters.backends.node import NodeBackend
-    from sandcheck.clusters.catalog import Catalog
+    from sandcheck.catalog import Catalog
+    from sandcheck.clusters.base import new_run_id
+    from sandcheck.clusters.node import NodeBackend
 
     backend = NodeBackend(Catalog.load().select("runc"), new_run_id(), probe_image)
     try:
@@ -224,7 +224,7 @@ def node_backend(probe_image):
 
 @pytest.mark.integration
 def test_imported_image_runs_under_runc(node_backend, probe_image):
-    from sandcheck.clusters.backends.base import PodSpec
+    from sandcheck.clusters.base import PodSpec
 
     images = json.loads(node_backend.crictl("images", "-o", "json").stdout)["images"]
     ids = {img["id"] for img in images

@@ -19,13 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from sandcheck.clusters.catalog import BUILTIN, Catalog
-from sandcheck.clusters.errors import ComponentError, UserError
-from sandcheck.clusters.provision import apt, gobuild, hostprep, install, pins, tools
-from sandcheck.clusters.provision.links import install_links
-from sandcheck.clusters.provision.paths import cache_dir, path_dir
-from sandcheck.clusters.provision.tools import GoTool, SourcePatch
-from sandcheck.clusters.provision.versions import versions
+from sandcheck.catalog import BUILTIN, Catalog
+from sandcheck.errors import ComponentError, UserError
+from sandcheck.provision import apt, gobuild, hostprep, install, pins, tools
+from sandcheck.provision.links import install_links
+from sandcheck.provision.paths import cache_dir, path_dir
+from sandcheck.provision.tools import GoTool, SourcePatch
+from sandcheck.provision.versions import versions
 
 PROVISION = Path(gobuild.__file__).parent
 HAS_GO = shutil.which("go") is not None or os.access("/usr/local/go/bin/go", os.X_OK)
@@ -47,8 +47,8 @@ def test_cache_dir_follows_environment(cache, monkeypatch):
 def test_paths_do_not_import_the_build_engine():
     """Runtime code imports paths, pins and the tool definitions; none drags in gobuild."""
     code = ("import sys\n"
-            "import sandcheck.clusters.provision.paths, sandcheck.clusters.provision.pins\n"
-            "import sandcheck.clusters.provision.kubernetes\n"
+            "import sandcheck.provision.paths, sandcheck.provision.pins\n"
+            "import sandcheck.provision.kubernetes\n"
             "print(sorted(m for m in sys.modules if m.startswith('sandcheck.clusters.prov')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, cwd=Path(__file__).resolve().parents[1])

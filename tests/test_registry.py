@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from sandcheck.clusters.backends.base import new_run_id
-from sandcheck.clusters.backends.kind.registry import hosts_toml, pulls_by_client
-from sandcheck.clusters.errors import UserError
-from sandcheck.clusters.host import runcgroups
-from sandcheck.clusters.registry.credentials import credentials_for
-from sandcheck.clusters.registry.reference import Target, is_loopback, parse_target
+from sandcheck.clusters.base import new_run_id
+from sandcheck.clusters.kind.registry import hosts_toml, pulls_by_client
+from sandcheck.errors import UserError
+from sandcheck.host import runcgroups
+from sandcheck.oci.credentials import credentials_for
+from sandcheck.oci.reference import Target, is_loopback, parse_target
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -114,7 +114,7 @@ def test_kind_registry_reads_pulls_per_client_and_writes_hosts_toml():
 def _registry_ready() -> str | None:
     if os.geteuid() != 0:
         return "needs root (the registry runs in the run's cgroup tree)"
-    from sandcheck.clusters.provision.tools import REGISTRY
+    from sandcheck.provision.tools import REGISTRY
 
     if not REGISTRY.binaries()["registry"].is_file():
         return "needs CNCF Distribution's registry: run `sandcheck provision --registry`"
@@ -127,8 +127,8 @@ needs_registry = pytest.mark.skipif(_registry_ready() is not None,
 
 @pytest.fixture(scope="module")
 def probe_image():
-    from sandcheck.clusters.provision.paths import cache_dir
     from sandcheck.fixtures.image import build_probe_image
+    from sandcheck.provision.paths import cache_dir
 
     return build_probe_image(cache_dir() / "probe")
 
@@ -137,7 +137,7 @@ def push_image(*args: str, docker_config: Path | None = None) -> subprocess.Comp
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     if docker_config is not None:
         env["DOCKER_CONFIG"] = str(docker_config)
-    return subprocess.run([sys.executable, "-m", "sandcheck.clusters.cli", "push-image", *args],
+    return subprocess.run([sys.executable, "-m", "sandcheck.cli.main", "push-image", *args],
                           capture_output=True, text=True, env=env, timeout=600)
 
 
@@ -153,7 +153,7 @@ def manifest_digest(host: str, repo: str, tag: str, auth: str | None = None) -> 
 @needs_registry
 @pytest.mark.integration
 def test_push_image_stores_the_probe_byte_for_byte_and_leaves_nothing(probe_image, tmp_path):
-    from sandcheck.clusters.registry.distribution import LoopbackRegistry
+    from sandcheck.oci.distribution import LoopbackRegistry
 
     reg = LoopbackRegistry(new_run_id())
     with reg:
@@ -181,7 +181,7 @@ def test_push_image_stores_the_probe_byte_for_byte_and_leaves_nothing(probe_imag
 def test_push_image_logs_in_from_the_docker_config(probe_image, tmp_path):
     import bcrypt
 
-    from sandcheck.clusters.registry.distribution import LoopbackRegistry
+    from sandcheck.oci.distribution import LoopbackRegistry
 
     entry = bcrypt.hashpw(b"pw-of-alice", bcrypt.gensalt(rounds=5)).decode()
     with LoopbackRegistry(new_run_id(), htpasswd=f"alice:{entry}\n") as reg:
@@ -225,8 +225,8 @@ def test_image_option_makes_a_local_cluster_pull_from_the_registry(probe_image, 
                                                                    run_suite):
     """--image on the local backend: pods name the pushed reference with IfNotPresent and
     the node's containerd pulls it from the loopback registry."""
-    from sandcheck.clusters.backends import registry
-    from sandcheck.clusters.registry.distribution import LoopbackRegistry
+    from sandcheck.clusters import registry
+    from sandcheck.oci.distribution import LoopbackRegistry
 
     why = registry.entry("local").unavailable()
     if why:

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from sandcheck.clusters.backends import registry
-from sandcheck.clusters.errors import UserError
+from sandcheck.clusters import registry
+from sandcheck.errors import UserError
 from sandcheck.reports import screenshot as shot
 from sandcheck.reports.render import write_reports
 from sandcheck.reports.results import Results

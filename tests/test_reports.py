@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from sandcheck.clusters.cli import main
-from sandcheck.clusters.errors import UserError
+from sandcheck.cli.main import main
+from sandcheck.errors import UserError
 from sandcheck.reports import baseline as bl
 from sandcheck.reports.render import write_reports
 from sandcheck.reports.results import SCHEMA_VERSION, Check, Metric, Results

@@ -11,12 +11,12 @@ import uuid
 
 import pytest
 
-from sandcheck.clusters import cleanup as cleanup_module
-from sandcheck.clusters.host import proc as hostproc
-from sandcheck.clusters.host import runcgroups
-from sandcheck.clusters.host.cgroups import cgroup_hierarchies, make_subtree
-from sandcheck.clusters.host.mounts import mounts_of, unmount_all
-from sandcheck.clusters.timeouts import wait_until
+from sandcheck import cleanup as cleanup_module
+from sandcheck.host import proc as hostproc
+from sandcheck.host import runcgroups
+from sandcheck.host.cgroups import cgroup_hierarchies, make_subtree
+from sandcheck.host.mounts import mounts_of, unmount_all
+from sandcheck.timeouts import wait_until
 
 root_only = pytest.mark.skipif(os.geteuid() != 0, reason="cgroups and mounts need root")
 FORKER = "while :; do sleep 30 & sleep 0.01; done"
@@ -167,7 +167,7 @@ def test_an_overlay_mounted_outside_the_work_dir_is_unmounted_by_its_sources(tmp
 
 
 def test_the_cli_takes_a_run(monkeypatch, capsys):
-    from sandcheck.clusters import cli
+    from sandcheck.cli import main as cli
 
     seen = {}
     monkeypatch.setattr(cleanup_module, "cleanup", lambda **kw: seen.update(kw) or ["ok"])

@@ -1,4 +1,4 @@
-"""The seccomp reader (clusters/host/seccomp.py, clusters/host/bpf.py): the interpreter on
+"""The seccomp reader (sandcheck/host/seccomp.py, sandcheck/host/bpf.py): the interpreter on
 hand-assembled programs, the kernel's copy of a filter read back from a live process
 (which must go on running as if nothing happened), and the host processes of real runc
 and runsc pods.
@@ -18,16 +18,16 @@ from pathlib import Path
 
 import pytest
 
-from sandcheck.clusters.errors import ComponentError
-from sandcheck.clusters.host import bpf
-from sandcheck.clusters.host.memory import process_name, process_tree
-from sandcheck.clusters.host.seccomp import (
+from sandcheck.errors import ComponentError
+from sandcheck.host import bpf
+from sandcheck.host.memory import process_name, process_tree
+from sandcheck.host.seccomp import (
     evaluate,
     surface,
     surface_of,
     union,
 )
-from sandcheck.clusters.host.syscalls import syscall_table
+from sandcheck.host.syscalls import syscall_table
 
 LD_ABS = bpf.LD | bpf.W | bpf.ABS
 JEQ, JGE, JSET = (bpf.JMP | op | bpf.K for op in (bpf.JEQ, bpf.JGE, bpf.JSET))
@@ -343,7 +343,7 @@ def node(sandbox_node):
 
 def _pod_surfaces(node, name: str, record) -> tuple[object, dict[int, object], int]:
     """The pod and the surface of each of its host processes (errors recorded)."""
-    from sandcheck.clusters.backends.base import PodSpec
+    from sandcheck.clusters.base import PodSpec
 
     runtime = next((r for r in node.runtimes if r.name == name), None)
     if runtime is None or name in node.missing_runtimes:

@@ -10,8 +10,8 @@ import time
 
 import urllib3
 
-from sandcheck.clusters.backends.podwatch import PodWatch
-from sandcheck.clusters.backends.starttimes import (
+from sandcheck.clusters.podwatch import PodWatch
+from sandcheck.clusters.starttimes import (
     CONTAINER_TO_RUNNING,
     CREATE_TO_SANDBOX,
     CREATE_TO_SCHEDULED,

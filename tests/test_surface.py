@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from helpers import FAKE_RUNSC, skip_unless_node_backend
 
-from sandcheck.clusters.catalog import Catalog
-from sandcheck.clusters.errors import UserError
-from sandcheck.clusters.surface import Measured, differences, executor_roots, judge
+from sandcheck.catalog import Catalog
+from sandcheck.errors import UserError
+from sandcheck.judges.surface import Measured, differences, executor_roots, judge
 from sandcheck.reports.results import Check, Results
 from sandcheck.reports.surface import surface_markdown, surface_rows
 

@@ -1,5 +1,5 @@
 """Host syscalls counted by the kernel's raw_syscalls tracepoint in a private tracefs
-instance (clusters/host/syscalltrace.py), on real processes of this machine:
+instance (sandcheck/host/syscalltrace.py), on real processes of this machine:
 
 - a workload released after tracing began shows the calls it made, and a busy bystander's
   rare call does not appear;
@@ -22,10 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from sandcheck.clusters.host import syscalltrace
-from sandcheck.clusters.host.mounts import mount_table
-from sandcheck.clusters.host.syscalls import syscall_table
-from sandcheck.clusters.host.syscalltrace import (
+from sandcheck.host import syscalltrace
+from sandcheck.host.mounts import mount_table
+from sandcheck.host.syscalls import syscall_table
+from sandcheck.host.syscalltrace import (
     SyscallTrace,
     _Tally,
     remove_stale_instances,
@@ -119,7 +119,7 @@ class Workload:
 
     def wait_threads(self, count: int) -> None:
         """Until the workload's pre-existing thread runs (so it is there to be missed)."""
-        from sandcheck.clusters.timeouts import wait_until
+        from sandcheck.timeouts import wait_until
 
         wait_until(lambda: True if len(syscalltrace.task_ids(self.proc.pid)) >= count
                    else None, 30, "the workload's first thread")
@@ -320,7 +320,7 @@ def node(sandbox_node):
 @pytest.mark.integration
 @pytest.mark.parametrize("runtime_name", ["runc", "runsc"])
 def test_host_syscalls_of_a_pod_while_a_workload_runs_in_it(node, runtime_name):
-    from sandcheck.clusters.backends.base import PodSpec
+    from sandcheck.clusters.base import PodSpec
 
     runtime = next((r for r in node.runtimes if r.name == runtime_name), None)
     if runtime is None:

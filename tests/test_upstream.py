@@ -15,21 +15,21 @@ from pathlib import Path
 
 import pytest
 
-from sandcheck.clusters.backends import registry
-from sandcheck.clusters.backends.kind import images as kindimages
-from sandcheck.clusters.catalog import BUILTIN, Catalog
-from sandcheck.clusters.containerd import hosts
-from sandcheck.clusters.errors import UserError
-from sandcheck.clusters.host import sysvipc
-from sandcheck.clusters.provision import pins
-from sandcheck.clusters.provision.gobuild import Module, imports_of_tests
-from sandcheck.clusters.provision.paths import cache_dir
-from sandcheck.clusters.timeouts import TIMEOUTS
-from sandcheck.clusters.upstream import criimages, e2e, e2eimages
-from sandcheck.clusters.upstream.critest import OFFLINE_SKIPS, critest_argv, skip_regex
-from sandcheck.clusters.upstream.junit import read_junit, spec_name
-from sandcheck.clusters.upstream.offline import registry_target, remote_attempts
-from sandcheck.clusters.upstream.verdicts import STALE, check_id, judge, judge_all, slug
+from sandcheck.catalog import BUILTIN, Catalog
+from sandcheck.clusters import registry
+from sandcheck.clusters.kind import images as kindimages
+from sandcheck.containerd import hosts
+from sandcheck.errors import UserError
+from sandcheck.host import sysvipc
+from sandcheck.provision import pins
+from sandcheck.provision.gobuild import Module, imports_of_tests
+from sandcheck.provision.paths import cache_dir
+from sandcheck.timeouts import TIMEOUTS
+from sandcheck.upstream import criimages, e2e, e2eimages
+from sandcheck.upstream.critest import OFFLINE_SKIPS, critest_argv, skip_regex
+from sandcheck.upstream.junit import read_junit, spec_name
+from sandcheck.upstream.offline import registry_target, remote_attempts
+from sandcheck.upstream.verdicts import STALE, check_id, judge, judge_all, slug
 
 HOSTIPC = "Security Context NamespaceOption runtime should support HostIpc is true"
 DIGEST = ("Image Manager public image with digest should be pulled and removed [Conformance] "
@@ -349,7 +349,7 @@ FOCUS = (r"public image with tag should|runtime should support execSync \[|"
 
 
 def _critest_unavailable() -> str | None:
-    from sandcheck.clusters.provision.tools import CRITEST, REGISTRY
+    from sandcheck.provision.tools import CRITEST, REGISTRY
 
     for tool in (CRITEST, REGISTRY):
         if not all(path.is_file() for path in tool.binaries().values()):
@@ -612,7 +612,7 @@ def test_the_report_sets_each_upstream_suite_beside_the_runtimes_own_checks():
 
 
 def test_a_declaration_may_leave_out_ginkgos_label_list():
-    from sandcheck.clusters.upstream.junit import Spec
+    from sandcheck.upstream.junit import Spec
 
     name = ("[sig-node] Sysctls [LinuxOnly] [NodeConformance] should support sysctls "
             "[MinimumKubeletVersion:1.21] [Environment:NotInUserNS] [Conformance]")

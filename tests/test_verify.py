@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from sandcheck.clusters.catalog import Catalog
-from sandcheck.clusters.cli import main
-from sandcheck.clusters.containerd import config as cc
-from sandcheck.clusters.containerd.verify import verify
-from sandcheck.clusters.errors import ComponentError
-from sandcheck.clusters.provision.paths import containerd2_path_dir
+from sandcheck.catalog import Catalog
+from sandcheck.cli.main import main
+from sandcheck.containerd import config as cc
+from sandcheck.containerd.verify import verify
+from sandcheck.errors import ComponentError
+from sandcheck.provision.paths import containerd2_path_dir
 
 CONFIGS = Path(__file__).parent / "configs"
 RUNTIMES = Catalog.load().select("runc,crun,runsc")

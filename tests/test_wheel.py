@@ -3,7 +3,7 @@ with its dependencies into a fresh venv outside the checkout, used from a direct
 not the checkout.
 
 - the wheel claims one import name: ``import fixtures`` (a PyPI distribution of its own),
-  ``clusters``, ``reports`` and ``suites`` fail there, ``sandcheck.clusters.catalog`` imports;
+  ``clusters``, ``reports`` and ``suites`` fail there, ``sandcheck.catalog`` imports;
 - a vendor's ten-line test file using the ``probe`` fixture passes under plain pytest (the
   plugin arrives through the ``pytest11`` entry point, no conftest);
 - ``sandcheck run --backend node --runtimes runc -k kernel`` runs the bundled suites.
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from sandcheck.clusters.provision.paths import cache_dir
+from sandcheck.provision.paths import cache_dir
 
 pytestmark = pytest.mark.integration
 
@@ -118,11 +118,11 @@ def test_wheel_holds_one_import_name(installed):
         entry_points = whl.read(f"{dist_info}/entry_points.txt").decode()
     tops = {n.split("/", 1)[0] for n in names}
     assert tops == {"sandcheck", dist_info}, tops
-    for part in ("clusters/catalog.py", "fixtures/plugin.py", "fixtures/probe/probe.c",
+    for part in ("catalog.py", "fixtures/plugin.py", "fixtures/probe/probe.c",
                  "reports/render.py", "suites/isolation/test_isolation.py"):
         assert f"sandcheck/{part}" in names, f"the wheel lacks sandcheck/{part}"
     assert "sandcheck.fixtures.plugin" in entry_points.split("[pytest11]", 1)[1], entry_points
-    assert "sandcheck.clusters.cli:main" in entry_points
+    assert "sandcheck.cli.main:main" in entry_points
 
 
 @pytest.mark.parametrize("name", GENERIC)
@@ -132,7 +132,7 @@ def test_generic_top_level_names_are_not_installed(installed, name):
 
 
 def test_the_package_imports_from_site_packages(installed):
-    proc = installed.py("import sandcheck.clusters.catalog as c, sandcheck.fixtures.plugin, "
+    proc = installed.py("import sandcheck.catalog as c, sandcheck.fixtures.plugin, "
                         "sandcheck.suites; print(c.__file__)")
     assert proc.returncode == 0, _shown(proc)
     where = Path(proc.stdout.strip()).resolve()
@@ -145,7 +145,7 @@ def test_the_package_imports_from_site_packages(installed):
 def node_usable() -> None:
     if os.geteuid() != 0:
         pytest.skip("the node backend's private containerd needs root")
-    from sandcheck.clusters.backends import registry
+    from sandcheck.clusters import registry
 
     why = registry.entry("node").unavailable()
     if why:

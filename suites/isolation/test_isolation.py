@@ -11,8 +11,8 @@ import re
 
 import pytest
 
-from sandcheck.clusters.backends.base import PodSpec
-from sandcheck.clusters.catalog import classify
+from sandcheck.catalog import classify
+from sandcheck.clusters.base import PodSpec
 from sandcheck.fixtures.pods import node_kernel, run_probe
 
 CAP_SYS_ADMIN = 21

@@ -1,17 +1,17 @@
 """What the performance suite shares: it runs alone, one set of options, and one pod
-starter (fixtures/bench.py) that times each start the same way in every benchmark."""
+starter (sandcheck/fixtures/bench.py) that times each start the same way in every benchmark."""
 
 from __future__ import annotations
 
 import pytest
 
-from sandcheck.clusters.backends.base import Backend
-from sandcheck.clusters.catalog import Runtime
-from sandcheck.clusters.host.workdir import concurrent_runs
-from sandcheck.clusters.progress import Progress
+from sandcheck.catalog import Runtime
+from sandcheck.clusters.base import Backend
 from sandcheck.fixtures.bench import Bench, PerfOptions, refuse_bad_run
 from sandcheck.fixtures.plugin import progress_of
 from sandcheck.fixtures.pods import require_runtime
+from sandcheck.host.workdir import concurrent_runs
+from sandcheck.progress import Progress
 
 _WARNED_KEY = pytest.StashKey[set]()
 

@@ -17,7 +17,7 @@ import statistics
 
 import pytest
 
-from sandcheck.clusters.backends.base import Capability
+from sandcheck.clusters.base import Capability
 from sandcheck.fixtures.bench import (
     CRICTL_START_CALLS,
     DOCKER_START_CALLS,

@@ -18,17 +18,16 @@ from __future__ import annotations
 
 import pytest
 
-from sandcheck.clusters.backends.base import TIMEOUTS, Capability
-from sandcheck.clusters.host.memory import MIB, READ_WINDOW, process_name
+from sandcheck.clusters.base import TIMEOUTS, Capability
 from sandcheck.fixtures.bench import (
     DISTURBED_BYTES,
     MEMORY_METRICS,
-    SETTLE_SECONDS,
     against_runc,
     measure_idle_pods,
 )
 from sandcheck.fixtures.plugin import results_of
 from sandcheck.fixtures.pods import require
+from sandcheck.host.memory import MIB, READ_WINDOW, process_name
 from sandcheck.reports.results import Metric
 
 
@@ -56,7 +55,8 @@ def test_memory_overhead(runtime, bench, backend, perf_options, record_metric, e
     median = run.medians()
     evidence.add(
         f"{runtime.name}: MemAvailable while starting {len(run.ok)} idle pods one by one "
-        f"({SETTLE_SECONDS:.0f}s settle per pod, then the highest reading over {READ_WINDOW}s, "
+        f"({TIMEOUTS.memory_settle:.0f}s settle per pod, then the highest reading over "
+        f"{READ_WINDOW}s, "
         f"page cache dropped before each reading, per-CPU free pages added); {run.disturbed} "
         f"step(s) disturbed by other processes moving more than {DISTURBED_BYTES // MIB} MiB, "
         "left out",

@@ -2,7 +2,7 @@
 
 import pytest
 
-from sandcheck.clusters.backends.base import Backend, KubernetesBackend
+from sandcheck.clusters.base import Backend, KubernetesBackend
 from sandcheck.fixtures.pods import kubernetes
 
 

@@ -8,10 +8,8 @@ import time
 
 import pytest
 
-from sandcheck.clusters.backends.base import Capability, PodSpec, Refused
-from sandcheck.clusters.errors import ComponentError
-from sandcheck.clusters.host.cgroups import kubelet_pod_cgroup, memory_limit
-from sandcheck.clusters.timeouts import TIMEOUTS
+from sandcheck.clusters.base import Capability, PodSpec, Refused
+from sandcheck.errors import ComponentError
 from sandcheck.fixtures.pods import (
     events_within,
     node_kernel,
@@ -19,11 +17,8 @@ from sandcheck.fixtures.pods import (
     run_probe,
     sandbox_handler,
 )
-
-KUBELET_REACTION_SECONDS = 2.0
-"""How long a kubelet is watched for reacting (wrongly) to a deleted RuntimeClass. No
-event marks "nothing happened", so this window is a wait by design, not a guess at a
-readiness that could be observed instead."""
+from sandcheck.host.cgroups import kubelet_pod_cgroup, memory_limit
+from sandcheck.timeouts import TIMEOUTS
 
 
 def test_pod_runs_on_its_handler(kube, runtime, pod_factory, evidence):
@@ -149,7 +144,9 @@ def test_deleting_runtime_class_keeps_running_pods(kube, native_runtime, make_ru
     pod = pod_factory(PodSpec(runtime=native_runtime, name_prefix="rcdel",
                               runtime_class_name=name_rc))
     kube.delete_runtime_class(name_rc)
-    time.sleep(KUBELET_REACTION_SECONDS)  # a window for a wrong reaction: see its docstring
+    # A window for a wrong reaction: no event marks "nothing happened", so this is a wait
+    # by design, not a guess at a readiness that could be observed instead.
+    time.sleep(TIMEOUTS.kubelet_reaction)
     data = kube.pod_object(pod)
     result = pod.exec(["/bin/true"])
     evidence.add("after deleting the RuntimeClass", {"phase": data["status"]["phase"],

@@ -3,7 +3,7 @@ starts from (runc's /proc/self/exe overwrite, a leaked host fd or cwd, cgroup re
 writable /sys and /proc/sys, host devices and paths, runtime sockets, privilege regain).
 
 The probe's ``escape`` mode only looks (nothing is written outside the container); the
-preconditions are judged by clusters/escape.py against the runtime's ``EscapeProfile`` in
+preconditions are judged by sandcheck/judges/escape.py against the runtime's ``EscapeProfile`` in
 the catalog, for three pods: a default one, a restricted one (drop ALL, uid 65534,
 allowPrivilegeEscalation false) and a privileged one, the control: a privileged pod where
 none of the expected preconditions holds means the probe is blind.
@@ -15,10 +15,10 @@ import json
 
 import pytest
 
-from sandcheck.clusters.backends.base import PodSpec
-from sandcheck.clusters.errors import ComponentError
-from sandcheck.clusters.escape import PRECONDITIONS, Assessment, assess, missing, unexpected
+from sandcheck.clusters.base import PodSpec
+from sandcheck.errors import ComponentError
 from sandcheck.fixtures.pods import run_probe
+from sandcheck.judges.escape import PRECONDITIONS, Assessment, assess, missing, unexpected
 
 NOBODY = 65534
 

@@ -1,7 +1,7 @@
 """How much of the host kernel a workload reaches through each runtime: the host syscalls
 its executors may make (read from the seccomp filters the kernel holds for them,
 evaluated for every syscall number) and the ones they made while the workload ran
-(counted by the kernel's raw syscall tracepoint). clusters/surface.py says which
+(counted by the kernel's raw syscall tracepoint). sandcheck/judges/surface.py says which
 processes execute a pod's workload and judges both against the catalog's bound.
 
 Needs the pod's host processes (HOST_PROCESSES: node, local, kind, docker). Where a
@@ -15,13 +15,13 @@ import uuid
 
 import pytest
 
-from sandcheck.clusters.backends.base import Capability, PodSpec
-from sandcheck.clusters.errors import ComponentError
-from sandcheck.clusters.host import proc as hostproc
-from sandcheck.clusters.host import syscalltrace
-from sandcheck.clusters.host.memory import process_name, process_tree
-from sandcheck.clusters.host.seccomp import surface_of
-from sandcheck.clusters.surface import (
+from sandcheck.clusters.base import Capability, PodSpec
+from sandcheck.errors import ComponentError
+from sandcheck.host import proc as hostproc
+from sandcheck.host import syscalltrace
+from sandcheck.host.memory import process_name, process_tree
+from sandcheck.host.seccomp import surface_of
+from sandcheck.judges.surface import (
     GO_AND_WAIT,
     WORKLOAD_SCRIPT,
     Measured,
@@ -29,6 +29,7 @@ from sandcheck.clusters.surface import (
     judge,
 )
 from sandcheck.reports.results import Metric
+from sandcheck.timeouts import TIMEOUTS
 
 INSIDE_ONLY = ("the host syscall surface is read from the pod's host processes, which the "
                "{backend} backend does not reach (it has no HOST_PROCESSES): from inside "
@@ -118,7 +119,7 @@ def test_exercised_host_syscalls_are_counted_and_allowed(
     pod, executors, _ = traced_pod
     reachable = frozenset(reachable_surface[0].reachable)
     with syscalltrace.SyscallTrace(executors, f"surface-{runtime.name}") as trace:
-        done = pod.exec(GO_AND_WAIT, timeout=120)
+        done = pod.exec(GO_AND_WAIT, timeout=TIMEOUTS.traced_workload)
     result = trace.result()
     exercised = frozenset(result.names)
     record_metric(Metric("host_syscalls_exercised_count", runtime.name, "syscalls",

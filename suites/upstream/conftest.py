@@ -10,17 +10,17 @@ from pathlib import Path
 
 import pytest
 
-from sandcheck.clusters.backends.base import Backend, Capability, ImageNode, ServingRegistry
-from sandcheck.clusters.containerd import hosts
-from sandcheck.clusters.containerd.images import ProbeImage
-from sandcheck.clusters.errors import ComponentError, UserError
-from sandcheck.clusters.host.files import read_or_empty
-from sandcheck.clusters.provision.paths import cache_dir
-from sandcheck.clusters.upstream import criimages, e2e, e2eimages
-from sandcheck.clusters.upstream.critest import QUICK, critest_binary, focus_regex
-from sandcheck.clusters.upstream.offline import Served, remote_attempts, serve
+from sandcheck.clusters.base import Backend, Capability, ImageNode, ServingRegistry
+from sandcheck.containerd import hosts
+from sandcheck.containerd.images import ProbeImage
+from sandcheck.errors import ComponentError, UserError
 from sandcheck.fixtures.plugin import progress_of
 from sandcheck.fixtures.pods import offers, require
+from sandcheck.host.files import read_or_empty
+from sandcheck.provision.paths import cache_dir
+from sandcheck.upstream import criimages, e2e, e2eimages
+from sandcheck.upstream.critest import QUICK, critest_binary, focus_regex
+from sandcheck.upstream.offline import Served, remote_attempts, serve
 
 
 @dataclass

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from sandcheck.clusters.timeouts import TIMEOUTS
-from sandcheck.clusters.upstream.critest import OFFLINE_SKIPS, SUITE, focus_regex, run_critest
-from sandcheck.clusters.upstream.verdicts import judge_all
 from sandcheck.fixtures.pods import require_runtime
 from sandcheck.reports.results import Metric
+from sandcheck.timeouts import TIMEOUTS
+from sandcheck.upstream.critest import OFFLINE_SKIPS, SUITE, focus_regex, run_critest
+from sandcheck.upstream.verdicts import judge_all
 
 pytestmark = pytest.mark.upstream
 

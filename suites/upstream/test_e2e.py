@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 
-from sandcheck.clusters.backends.base import Capability
-from sandcheck.clusters.timeouts import TIMEOUTS
-from sandcheck.clusters.upstream import e2e
-from sandcheck.clusters.upstream.verdicts import judge_all
+from sandcheck.clusters.base import Capability
 from sandcheck.fixtures.pods import offers
 from sandcheck.reports.results import Metric
+from sandcheck.timeouts import TIMEOUTS
+from sandcheck.upstream import e2e
+from sandcheck.upstream.verdicts import judge_all
 
 pytestmark = [pytest.mark.upstream, pytest.mark.kubernetes]
 

@@ -1,0 +1,134 @@
+"""Every wait sandcheck makes: one table of named timeouts and one poll loop.
+
+A wait ends when its probe returns something other than None, or with a ComponentError
+that names what was awaited, how long, and the last state seen (Kubernetes' e2e
+WaitForPodCondition works the same way). No caller writes its own deadline loop.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+from sandcheck.errors import ComponentError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds. Generous: they bound real work on a busy two-core machine, they are not
+    performance targets."""
+
+    pod_start: float = 120.0
+    """A pod from create to its container running."""
+    exec: float = 60.0
+    """One command inside a pod."""
+    pod_delete: float = 60.0
+    """A pod (and its sandbox) gone."""
+    cluster_start: float = 300.0
+    """A backend from start() to ready for pods (daemons, API server, node)."""
+    node_ready: float = 180.0
+    """A Kubernetes node reporting Ready."""
+    daemon_start: float = 60.0
+    """A private daemon (containerd, dockerd) serving its API."""
+    api_call: float = 30.0
+    """One request to the Kubernetes API or one CRI call that returns at once."""
+    command: float = 120.0
+    """A short host command (ip, umount, crictl, ctr)."""
+    image_import: float = 300.0
+    """Importing an image archive into a runtime's store."""
+    event: float = 90.0
+    """An event the cluster is expected to record (e.g. FailedCreatePodSandBox)."""
+    kill_grace: float = 5.0
+    """Between SIGTERM and SIGKILL, and again for SIGKILL to take effect."""
+    component_stop: float = 10.0
+    """A cluster component's grace period at stop."""
+    apt: float = 1800.0
+    """apt-get update/install."""
+    go_module: float = 1800.0
+    """go mod download/tidy of a large module graph."""
+    go_build: float = 5400.0
+    """A cold Go build on two busy cores."""
+    critest: float = 1800.0
+    """One critest run of the whole suite for one handler (runsc's takes minutes)."""
+    e2e: float = 3600.0
+    """One run of Kubernetes' e2e.test for a focus (node conformance takes minutes)."""
+    tool_query: float = 60.0
+    """A local tool asked what it is (``containerd --version``, ``config default``, ldd)."""
+    cri_probe: float = 10.0
+    """One CRI readiness query while containerd restarts (``crictl info``)."""
+    crictl_margin: float = 10.0
+    """What the crictl process gets beyond its own ``--timeout`` (start-up, output)."""
+    http_probe: float = 1.0
+    """One readiness request to a registry on this machine."""
+    watch_margin: float = 5.0
+    """How much longer the API server keeps a watch open than the wait it serves."""
+    watch_read_margin: float = 30.0
+    """How much longer the client reads a watch than the server keeps it open."""
+    ptrace_stop: float = 10.0
+    """A tracee's stop before the wait for it blocks (a task in the kernel stops only when
+    it leaves it)."""
+    traced_workload: float = 120.0
+    """The host surface suite's fixed workload, traced."""
+    screenshot: float = 120.0
+    """Headless Chromium rendering one report page."""
+
+    # Poll intervals and settle windows: not bounds, the pace of a wait.
+    ready_poll: float = 0.2
+    """Between readiness checks of a daemon, a node or a pod."""
+    slow_poll: float = 0.5
+    """Between checks that cost a request or a process (node lists, events, a build)."""
+    events_every: float = 1.0
+    """Between reads of a pod's events while a watch waits for it to start."""
+    exec_poll: float = 1.0
+    """The longest an exec stream is read before its deadline is checked again."""
+    exit_poll: float = 0.1
+    """Between checks that processes exited or a cgroup emptied."""
+    kill_poll: float = 0.05
+    """Between checks that killed or frozen processes are gone."""
+    freeze: float = 2.0
+    """A cgroup freezer's transition to FROZEN."""
+    ptrace_stop_poll: float = 0.005
+    """Between checks that a tracee stopped."""
+    trace_idle: float = 0.02
+    """The trace reader's pause when the ring buffer had nothing to read."""
+    memory_read: float = 0.25
+    """Between memory readings of a sampling window."""
+    memory_settle: float = 2.0
+    """After idle pods started, before their memory is read: start-up allocations finish."""
+    kubelet_reaction: float = 2.0
+    """A window in which kubelet would react wrongly (a check that nothing happens)."""
+
+
+TIMEOUTS = Timeouts()
+
+
+def wait_until(probe: Callable[[], T | None], timeout: float, what: str, *,
+               interval: float = 0.1, state: Callable[[], str] | None = None) -> T:
+    """Call ``probe`` every ``interval`` seconds until it returns a value other than None.
+
+    A probe raises to end the wait at once (a failure that waiting cannot fix). On
+    timeout the error says ``what`` was awaited, for how long, and ``state()`` (the last
+    state seen, a log tail) when given.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = probe()
+        if value is not None:
+            return value
+        if time.monotonic() >= deadline:
+            seen = ""
+            if state is not None:
+                try:
+                    seen = "\n" + state()
+                except Exception as exc:  # the state is diagnostics: never mask the timeout
+                    seen = f"\n(state unavailable: {exc})"
+            raise WaitTimeout(f"{what}: not within {timeout:.0f}s{seen}")
+        time.sleep(interval)
+
+
+class WaitTimeout(ComponentError):
+    """A bounded wait ran out."""
