@@ -30,8 +30,7 @@ from sandcheck.provision.paths import cache_dir
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parent.parent
-SOURCES = ("pyproject.toml", "README.md", "sandcheck", "clusters", "fixtures", "reports",
-           "suites")
+SOURCES = ("pyproject.toml", "setup.py", "README.md", "sandcheck", "suites")
 GENERIC = ("fixtures", "clusters", "reports", "suites")
 
 VENDOR_TEST = '''\
@@ -118,7 +117,7 @@ def test_wheel_holds_one_import_name(installed):
         entry_points = whl.read(f"{dist_info}/entry_points.txt").decode()
     tops = {n.split("/", 1)[0] for n in names}
     assert tops == {"sandcheck", dist_info}, tops
-    for part in ("catalog.py", "fixtures/plugin.py", "fixtures/probe/probe.c",
+    for part in ("catalog/__init__.py", "fixtures/plugin.py", "fixtures/probe/probe.c",
                  "reports/render.py", "suites/isolation/test_isolation.py"):
         assert f"sandcheck/{part}" in names, f"the wheel lacks sandcheck/{part}"
     assert "sandcheck.fixtures.plugin" in entry_points.split("[pytest11]", 1)[1], entry_points

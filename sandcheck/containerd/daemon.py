@@ -16,12 +16,11 @@ from typing import Any
 import tomlkit
 
 from sandcheck.errors import ComponentError, UserError
-from sandcheck.host import proc as hostproc
 from sandcheck.host import runcgroups
-from sandcheck.host.files import tail
+from sandcheck.host.daemon import Daemon
 from sandcheck.host.workdir import delete_tree
 from sandcheck.provision.paths import path_dir
-from sandcheck.timeouts import TIMEOUTS, wait_until
+from sandcheck.timeouts import TIMEOUTS
 
 
 def find_binary(name: str, hint: str, path: str | None = None) -> str:
@@ -31,7 +30,7 @@ def find_binary(name: str, hint: str, path: str | None = None) -> str:
     return exe
 
 
-class PrivateContainerd:
+class PrivateContainerd(Daemon):
     """Start/stop a containerd whose every path lives under ``workdir``.
 
     The user's config is copied, never edited: root, state and every listening
@@ -61,6 +60,7 @@ class PrivateContainerd:
         """Privatized copies of every imported file, in containerd's order (name -> doc)."""
         self.proc: subprocess.Popen | None = None
         self.cgroup = cgroup
+        self.name = f"containerd ({self.binary})"
 
     @property
     def endpoint(self) -> str:
@@ -78,33 +78,17 @@ class PrivateContainerd:
         self.config_path.write_text(tomlkit.dumps(self.doc))
         for name, imported in self.imports:
             (self.workdir / name).write_text(tomlkit.dumps(imported))
-        log = open(self.log_path, "ab")
-        # A session of its own: Ctrl-C reaches pytest, whose finalizers stop this in order.
-        self.proc = subprocess.Popen(
-            [self.binary, "--config", str(self.config_path), "--root", str(self.root),
-             "--state", str(self.state), "--address", str(self.socket)],
-            stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=self.env(),
-            start_new_session=True,
-        )
-        log.close()
-        try:
-            if self.cgroup is not None:
-                # Before it serves: containerd has started nothing yet, so all it starts
-                # later is born in the tree.
-                runcgroups.join(f"{self.cgroup}/containerd", self.proc.pid)
-            wait_until(self._serving, timeout, f"containerd ({self.binary}) to serve CRI",
-                       interval=TIMEOUTS.ready_poll, state=lambda: "log tail:\n" + self.log_tail())
-        except BaseException:
-            self.stop()
-            raise
+        # Joins the run's tree before it serves: containerd has started nothing yet, so
+        # all it starts later is born in the tree.
+        self.spawn([self.binary, "--config", str(self.config_path), "--root", str(self.root),
+                    "--state", str(self.state), "--address", str(self.socket)], self.env(),
+                   cgroup=None if self.cgroup is None else f"{self.cgroup}/containerd")
+        self.await_serving(self._serving, timeout, f"{self.name} to serve CRI (config "
+                           f"{self.config_path})")
         return self
 
     def _serving(self) -> bool | None:
-        """True once CRI answers; raises when containerd exited or CRI failed to load."""
-        if self.proc.poll() is not None:
-            raise ComponentError(
-                f"containerd ({self.binary}) exited with {self.proc.returncode} on start; "
-                f"config {self.config_path}; log tail:\n{self.log_tail()}")
+        """True once CRI answers; raises when CRI failed to load."""
         if self.socket.exists() and self._cri_ready():
             return True
         failed = self._cri_load_failure()
@@ -160,36 +144,14 @@ class PrivateContainerd:
             runtimes = config["runtimes"]
         return runtimes
 
-    def log_tail(self, lines: int = 30) -> str:
-        return tail(self.log_path, lines)
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
     def stop(self) -> list[str]:
         """Stop containerd (by its pid, with a grace period), then every process in its
         cgroup tree (shims, sandboxes, pods) and the tree itself, then unmount and delete
         the work dir. Returns what was done beyond stopping containerd."""
-        if self.alive():
-            hostproc.kill_all([self.proc.pid], grace=TIMEOUTS.component_stop)
-        if self.proc is not None:
-            try:
-                self.proc.wait(timeout=TIMEOUTS.kill_grace)
-            except subprocess.TimeoutExpired:
-                pass
+        self.stop_process()
         done = [] if self.cgroup is None else runcgroups.release(self.cgroup)
         delete_tree(self.workdir)
         return done
-
-    def __enter__(self) -> PrivateContainerd:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
 
 
 def _privatized(doc: tomlkit.TOMLDocument, daemon: PrivateContainerd

@@ -18,9 +18,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from sandcheck.errors import ComponentError, UserError
+from sandcheck.errors import UserError
 from sandcheck.host import runcgroups
-from sandcheck.host.files import tail
+from sandcheck.host.daemon import Daemon
 from sandcheck.host.workdir import WORK_BASE, claim, delete_tree
 from sandcheck.progress import Progress, quiet
 from sandcheck.provision import pins
@@ -32,7 +32,7 @@ from sandcheck.provision.kindnode.ociarchive import (
 )
 from sandcheck.provision.paths import cache_dir
 from sandcheck.provision.tools import REGISTRY
-from sandcheck.timeouts import TIMEOUTS, wait_until
+from sandcheck.timeouts import TIMEOUTS
 
 INSTALL_HINT = "run `sandcheck provision --registry` (builds CNCF Distribution's registry)"
 WORKDIR_PREFIX = "registry"
@@ -68,7 +68,7 @@ def free_loopback_port() -> int:
         return s.getsockname()[1]
 
 
-class LoopbackRegistry:
+class LoopbackRegistry(Daemon):
     """A registry serving ``127.0.0.1:<port>`` over plain HTTP for one run.
 
     ``htpasswd``: text of an htpasswd file (bcrypt entries) to require a login.
@@ -82,6 +82,7 @@ class LoopbackRegistry:
         self.progress = progress
         self.port = 0
         self.proc: subprocess.Popen | None = None
+        self.name = "the registry"
 
     @property
     def host(self) -> str:
@@ -108,26 +109,15 @@ class LoopbackRegistry:
         config = self.workdir / "config.yml"
         config.write_text(json.dumps(registry_config(
             self.host, str(self.workdir / "storage"), auth), indent=2))
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [str(binary), "serve", str(config)], stdout=log, stderr=log,
-                stdin=subprocess.DEVNULL, env={**os.environ, **ENV}, start_new_session=True,
-                preexec_fn=runcgroups.entering(self.cgroup))
-        try:
-            wait_until(self._serving, TIMEOUTS.daemon_start,
-                       f"the registry on {self.host} to answer /v2/", interval=TIMEOUTS.exit_poll,
-                       state=lambda: "log tail:\n" + self.log_tail())
-        except BaseException:
-            self.stop()
-            raise
+        self.spawn([str(binary), "serve", str(config)], {**os.environ, **ENV},
+                   cgroup=self.cgroup, born_in_cgroup=True)
+        self.await_serving(self._serving, TIMEOUTS.daemon_start,
+                           f"the registry on {self.host} to answer /v2/",
+                           interval=TIMEOUTS.exit_poll)
         self.progress(f"registry {pins.DISTRIBUTION_VERSION} serving http://{self.host}")
         return self
 
     def _serving(self) -> bool | None:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise ComponentError(f"the registry exited with {self.proc.returncode} on start; "
-                                 f"log tail:\n{self.log_tail()}")
         try:
             with urllib.request.urlopen(f"http://{self.host}/v2/", timeout=TIMEOUTS.http_probe):
                 return True
@@ -135,9 +125,6 @@ class LoopbackRegistry:
             return True if exc.code == 401 else None
         except OSError:
             return None
-
-    def log_tail(self, lines: int = 20) -> str:
-        return tail(self.log_path, lines)
 
     def requests(self) -> list[str]:
         """Access log lines (``"GET /v2/... HTTP/1.1" 200``), for evidence."""
@@ -150,19 +137,9 @@ class LoopbackRegistry:
     def stop(self) -> None:
         """Kill the registry (by its cgroup), remove its cgroups and storage; safe twice."""
         runcgroups.release(self.cgroup)
-        if self.proc is not None:
-            try:
-                self.proc.wait(timeout=TIMEOUTS.kill_grace)
-            except subprocess.TimeoutExpired:
-                pass
-            self.proc = None
+        self.stop_process()
+        self.proc = None
         delete_tree(self.workdir)
-
-    def __enter__(self) -> LoopbackRegistry:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def registry_image(progress: Progress = quiet) -> tuple[Path, str]:

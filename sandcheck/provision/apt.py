@@ -10,8 +10,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from sandcheck.errors import UserError
+from sandcheck.host.command import run
 from sandcheck.progress import Progress
-from sandcheck.provision.command import STDERR, run
+from sandcheck.provision.command import STDERR
 from sandcheck.timeouts import TIMEOUTS
 
 

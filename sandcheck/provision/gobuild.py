@@ -33,9 +33,10 @@ from pathlib import Path
 from typing import Any
 
 from sandcheck.errors import ComponentError, UserError
+from sandcheck.host.command import run
 from sandcheck.host.files import locked
 from sandcheck.progress import Progress
-from sandcheck.provision.command import STDERR, run
+from sandcheck.provision.command import STDERR
 from sandcheck.provision.paths import cache_dir
 from sandcheck.provision.pins import GO_MIN
 from sandcheck.provision.tools import GoTool, SourcePatch

@@ -15,8 +15,9 @@ from pathlib import Path
 
 from sandcheck.errors import ComponentError, UserError
 from sandcheck.host.cgroups import cgroup2_controllers, cgroup_mode
+from sandcheck.host.command import run
 from sandcheck.progress import Progress
-from sandcheck.provision.command import STDERR, run
+from sandcheck.provision.command import STDERR
 from sandcheck.timeouts import TIMEOUTS
 
 CAP_SYS_RESOURCE = 24

@@ -21,15 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from sandcheck.clusters.dockerd import capdrop
-from sandcheck.errors import ComponentError, UserError
-from sandcheck.host import proc as hostproc
-from sandcheck.host import runcgroups
-from sandcheck.host.files import tail
+from sandcheck.errors import UserError
+from sandcheck.host import command, runcgroups
+from sandcheck.host.daemon import Daemon
 from sandcheck.host.state import HostState
 from sandcheck.host.workdir import claim, delete_tree
 from sandcheck.progress import Progress, quiet
 from sandcheck.provision.hostprep import CAP_SYS_RESOURCE, has_capability
-from sandcheck.timeouts import TIMEOUTS, wait_until
+from sandcheck.timeouts import TIMEOUTS
 
 INSTALL_HINT = "run `sandcheck provision --docker` (installs Debian's docker.io)"
 WRAPPER_RUNTIME = "sandcheck-capdrop"
@@ -66,20 +65,11 @@ def run_docker(cli: str, host: str, args: tuple[str, ...] | list[str], env: dict
                timeout: float = TIMEOUTS.command, check: bool = True,
                input: str | None = None) -> subprocess.CompletedProcess:
     """``cli -H host args``, bounded; ComponentError naming the call when it fails."""
-    argv = [cli, "-H", host, *args]
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env,
-                              input=input)
-    except subprocess.TimeoutExpired:
-        raise ComponentError(f"docker {' '.join(args)} did not finish within "
-                             f"{timeout:.0f}s") from None
-    if check and proc.returncode != 0:
-        raise ComponentError(f"docker {' '.join(args)} failed ({proc.returncode}): "
-                             f"{(proc.stderr or proc.stdout).strip()[-2000:]}")
-    return proc
+    return command.run([cli, "-H", host, *args], timeout, env=env, check=check, input=input,
+                       what=f"docker {' '.join(args)}")
 
 
-class PrivateDockerd:
+class PrivateDockerd(Daemon):
     """Start/stop a dockerd whose every path lives under ``workdir``.
 
     ``runtimes`` is daemon.json's runtimes table (name -> {"path", "runtimeArgs"});
@@ -100,6 +90,7 @@ class PrivateDockerd:
         self.log_path = self.workdir / "dockerd.log"
         self.cgroup_parent = cgroup_parent_of(run_id)
         self.proc: subprocess.Popen | None = None
+        self.name = "dockerd"
         self.host_before: HostState | None = None
         self.binary: str | None = None
 
@@ -166,28 +157,15 @@ class PrivateDockerd:
                 "--ip-masq=false", "--bridge=none",
                 "--exec-opt", "native.cgroupdriver=cgroupfs",
                 "--cgroup-parent", self.cgroup_parent]
-        with open(self.log_path, "ab") as log:
-            # A session of its own: Ctrl-C reaches pytest, whose finalizers stop this.
-            # Born in the run's cgroup tree (beside its containers), so teardown and
-            # cleanup find the engine, its containerd and its shims without their names.
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=log,
-                                         stdin=subprocess.DEVNULL, env=self.env(),
-                                         start_new_session=True,
-                                         preexec_fn=runcgroups.entering(
-                                             f"{self.cgroup_parent}/engine"))
-        try:
-            wait_until(self._serving, timeout, f"dockerd ({self.binary}) to serve its API",
-                       interval=TIMEOUTS.ready_poll, state=lambda: "log tail:\n" + self.log_tail())
-        except BaseException:
-            self.stop()
-            raise
+        # Born in the run's cgroup tree (beside its containers), so teardown and cleanup
+        # find the engine, its containerd and its shims without their names.
+        self.spawn(argv, self.env(), cgroup=f"{self.cgroup_parent}/engine",
+                   born_in_cgroup=True)
+        self.await_serving(self._serving, timeout, f"dockerd ({self.binary}) to serve its API")
         self.progress(f"dockerd {self.version()} up on {self.socket}")
         return self
 
     def _serving(self) -> bool | None:
-        if self.proc.poll() is not None:
-            raise ComponentError(f"dockerd exited with {self.proc.returncode} on start; "
-                                 f"log tail:\n{self.log_tail()}")
         if not self.socket.exists():
             return None
         probe = self.docker("version", "--format", "{{.Server.Version}}", check=False,
@@ -204,9 +182,6 @@ class PrivateDockerd:
         return self.docker("version", "--format", "{{.Server.Version}}",
                            timeout=TIMEOUTS.api_call).stdout.strip()
 
-    def log_tail(self, lines: int = 30) -> str:
-        return tail(self.log_path, lines)
-
     def stop(self) -> list[str]:
         """Remove every container and network, stop the engine and its containerd, then
         the run's cgroups, mounts and files; put back host settings dockerd changed.
@@ -216,12 +191,7 @@ class PrivateDockerd:
             if ids:
                 self.docker("rm", "-f", "-v", *ids, check=False, timeout=TIMEOUTS.pod_delete)
             self.docker("network", "prune", "-f", check=False, timeout=TIMEOUTS.api_call)
-            hostproc.kill_all([self.proc.pid], grace=TIMEOUTS.component_stop)
-        if self.proc is not None:
-            try:
-                self.proc.wait(timeout=TIMEOUTS.kill_grace)
-            except subprocess.TimeoutExpired:
-                pass
+        self.stop_process()
         runcgroups.release(self.cgroup_parent)
         delete_tree(self.workdir)
         left: list[str] = []
@@ -230,13 +200,3 @@ class PrivateDockerd:
                 self.progress(f"dockerd teardown: {line}")
             left = self.host_before.differences()
         return left
-
-    def __enter__(self) -> PrivateDockerd:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(self, *exc) -> None:
-        self.stop()

@@ -9,7 +9,8 @@ import subprocess
 from pathlib import Path
 
 from sandcheck.clusters.kind.layout import is_control_plane
-from sandcheck.errors import ComponentError, UserError
+from sandcheck.errors import UserError
+from sandcheck.host import command
 from sandcheck.provision.paths import path_dir
 from sandcheck.timeouts import TIMEOUTS
 
@@ -18,6 +19,8 @@ CLUSTER_PREFIX = "sandcheck-"
 DEBIAN_CLI_DIR = "/usr/bin"
 """Debian's docker 20.10 CLI: a newer CLI on PATH may speak an API the engine lacks."""
 INSTALL_HINT = "run `sandcheck provision --kind` (builds kind and the offline node image)"
+KIND_TAIL_LINES = 40
+"""kind prints its failing step's whole output (kubeadm's): more of it goes into errors."""
 
 
 def kind_binary() -> str:
@@ -47,17 +50,8 @@ class Kind:
 
     def run(self, *args: str, timeout: float = TIMEOUTS.command, check: bool = True
             ) -> subprocess.CompletedProcess:
-        argv = [self.binary, *args]
-        try:
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                                  env=self.env)
-        except subprocess.TimeoutExpired:
-            raise ComponentError(f"kind {' '.join(args)} did not finish within "
-                                 f"{timeout:.0f}s") from None
-        if check and proc.returncode != 0:
-            raise ComponentError(f"kind {' '.join(args)} failed ({proc.returncode}):\n"
-                                 f"{(proc.stderr or proc.stdout).strip()[-3000:]}")
-        return proc
+        return command.run([self.binary, *args], timeout, env=self.env, check=check,
+                           what=f"kind {' '.join(args)}", tail_lines=KIND_TAIL_LINES)
 
     def clusters(self) -> list[str]:
         out = self.run("get", "clusters", timeout=TIMEOUTS.api_call, check=False)

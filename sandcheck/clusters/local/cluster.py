@@ -28,7 +28,7 @@ from sandcheck.catalog import Runtime
 from sandcheck.clusters.base import BackendSettings, Capability
 from sandcheck.clusters.kube import KubeCluster, KubePod
 from sandcheck.clusters.local.binaries import find_binaries
-from sandcheck.clusters.local.components import LOG_TAIL, Component, free_port
+from sandcheck.clusters.local.components import Component, free_port
 from sandcheck.clusters.local.kubelet import (
     LOOPBACK,
     NODE_NAME,
@@ -50,6 +50,7 @@ from sandcheck.containerd.images import PROBE_IMAGE, ProbeImage
 from sandcheck.host import proc as hostproc
 from sandcheck.host import runcgroups
 from sandcheck.host.cgroups import make_subtree
+from sandcheck.host.daemon import LOG_TAIL
 from sandcheck.host.workdir import WORK_BASE, claim, delete_tree
 from sandcheck.progress import Progress, quiet
 from sandcheck.provision.paths import search_path
@@ -308,7 +309,7 @@ class LocalCluster(KubeCluster):
     def component_logs(self) -> dict[str, str]:
         logs = {}
         if "kubelet" in self.components:
-            logs["kubelet"] = self.components["kubelet"].tail()
+            logs["kubelet"] = self.components["kubelet"].log_tail()
         if self.node.daemon is not None:
             logs["containerd"] = self.node.daemon.log_tail(LOG_TAIL)
         return logs

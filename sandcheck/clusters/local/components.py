@@ -4,7 +4,6 @@ log tail, instead of letting the wait run out."""
 
 from __future__ import annotations
 
-import shlex
 import socket
 import ssl
 import subprocess
@@ -14,13 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sandcheck.errors import ComponentError
-from sandcheck.host import proc as hostproc
-from sandcheck.host import runcgroups
+from sandcheck.host.daemon import Daemon
 from sandcheck.timeouts import TIMEOUTS, wait_until
-
-LOG_TAIL = 40
-"""Log lines that go into an error or a report."""
 
 
 def free_port(address: str) -> int:
@@ -31,7 +25,7 @@ def free_port(address: str) -> int:
 
 
 @dataclass
-class Component:
+class Component(Daemon):
     """One daemon: argv, log file, process."""
 
     name: str
@@ -44,41 +38,10 @@ class Component:
     proc: subprocess.Popen | None = field(default=None, repr=False)
 
     def start(self) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
-            log.write(("# " + " ".join(shlex.quote(a) for a in self.argv) + "\n").encode())
-            log.flush()
-            # A session of its own: Ctrl-C reaches pytest, whose finalizers stop it in order.
-            self.proc = subprocess.Popen(self.argv, stdout=log, stderr=log,
-                                         stdin=subprocess.DEVNULL, env=self.env,
-                                         start_new_session=True)
-        if self.cgroup is not None:
-            runcgroups.join(self.cgroup, self.proc.pid)
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def check(self) -> None:
-        """Raise ComponentError, with the log tail, when the process has exited."""
-        if self.proc is not None and self.proc.poll() is not None:
-            raise ComponentError(f"{self.name} exited with {self.proc.returncode}; "
-                                 f"log {self.log_path}, tail:\n{self.tail()}")
-
-    def tail(self, lines: int = LOG_TAIL) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(line[:600] for line in text.splitlines()[-lines:])
+        self.spawn(self.argv, self.env, cgroup=self.cgroup, header=True)
 
     def stop(self, grace: float = TIMEOUTS.component_stop) -> None:
-        if self.alive():
-            hostproc.kill_all([self.proc.pid], grace=grace)
-        if self.proc is not None:
-            try:
-                self.proc.wait(timeout=TIMEOUTS.kill_grace)
-            except subprocess.TimeoutExpired:
-                pass
+        self.stop_process(grace)
 
     def wait_http(self, url: str, timeout: float, ok: Callable[[str], bool],
                   ssl_context: ssl.SSLContext | None = None) -> None:
@@ -103,4 +66,4 @@ class Component:
         wait_until(answered, timeout, f"{self.name} to answer at {url}",
                    interval=TIMEOUTS.ready_poll,
                    state=lambda: f"last answer: {last[0]}; log {self.log_path}, tail:\n"
-                                 f"{self.tail()}")
+                                 f"{self.log_tail()}")

@@ -18,9 +18,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sandcheck.host.command import run
 from sandcheck.progress import Progress, quiet
 from sandcheck.provision import pins
-from sandcheck.provision.command import STDERR, run
+from sandcheck.provision.command import STDERR
 from sandcheck.provision.gobuild import build, download, find_go, go_env, locked
 from sandcheck.provision.kindnode import nodefiles, preload, rootfs
 from sandcheck.provision.kindnode.ociarchive import write_archive

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sandcheck.errors import ComponentError, UserError
+from sandcheck.host.command import run, tail
 from sandcheck.provision import pins
-from sandcheck.provision.command import run, tail
 from sandcheck.provision.kindnode.ociarchive import FileEntry, write_archive, write_layer
 from sandcheck.timeouts import TIMEOUTS, wait_until
 

@@ -18,9 +18,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from sandcheck.errors import UserError
+from sandcheck.host.command import run
 from sandcheck.progress import Progress
 from sandcheck.provision import pins
-from sandcheck.provision.command import run
 from sandcheck.provision.kindnode import nodefiles
 from sandcheck.timeouts import TIMEOUTS
 
