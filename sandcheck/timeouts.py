@@ -3,12 +3,18 @@
 A wait ends when its probe returns something other than None, or with a ComponentError
 that names what was awaited, how long, and the last state seen (Kubernetes' e2e
 WaitForPodCondition works the same way). No caller writes its own deadline loop.
+
+Every wait also asks the watched components (the daemons a run started) whether they
+still run: one that exited ends the wait at once with its name, exit status and log, where
+the wait would otherwise run out its timeout against a component that cannot answer.
 """
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -110,12 +116,13 @@ def wait_until(probe: Callable[[], T | None], timeout: float, what: str, *,
                interval: float = 0.1, state: Callable[[], str] | None = None) -> T:
     """Call ``probe`` every ``interval`` seconds until it returns a value other than None.
 
-    A probe raises to end the wait at once (a failure that waiting cannot fix). On
-    timeout the error says ``what`` was awaited, for how long, and ``state()`` (the last
-    state seen, a log tail) when given.
+    A probe raises to end the wait at once (a failure that waiting cannot fix), and so
+    does a watched component that exited. On timeout the error says ``what`` was awaited,
+    for how long, and ``state()`` (the last state seen, a log tail) when given.
     """
     deadline = time.monotonic() + timeout
     while True:
+        check_watched()
         value = probe()
         if value is not None:
             return value
@@ -128,6 +135,62 @@ def wait_until(probe: Callable[[], T | None], timeout: float, what: str, *,
                     seen = f"\n(state unavailable: {exc})"
             raise WaitTimeout(f"{what}: not within {timeout:.0f}s{seen}")
         time.sleep(interval)
+
+
+# -- watched components -------------------------------------------------------------------
+
+_watched: dict[int, Callable[[], ComponentError | None]] = {}
+_casualties: list[ComponentError] = []
+_paused = 0
+_lock = threading.Lock()
+
+
+def watch(key: object, exited: Callable[[], ComponentError | None]) -> None:
+    """Watch a component: ``exited()`` returns the error that says it died, else None."""
+    with _lock:
+        _watched[id(key)] = exited
+
+
+def unwatch(key: object) -> None:
+    """Stop watching (before a deliberate stop, so a stop is never taken for a death)."""
+    with _lock:
+        _watched.pop(id(key), None)
+
+
+def check_watched() -> None:
+    """Raise the error of a watched component that exited. Each death is raised once by a
+    wait and then kept among the casualties, which later checks are told of."""
+    if _paused:
+        return
+    with _lock:
+        dead = [(key, error) for key, exited in _watched.items()
+                if (error := exited()) is not None]
+        for key, error in dead:
+            del _watched[key]
+            _casualties.append(error)
+    if dead:
+        raise dead[0][1]
+
+
+def casualties() -> list[ComponentError]:
+    """Every watched component that died so far, in the order the waits saw them."""
+    check_watched()
+    with _lock:
+        return list(_casualties)
+
+
+@contextmanager
+def watch_paused() -> Iterator[None]:
+    """Teardown: components are stopped on purpose and a dead one must not end the waits
+    that remove what it left."""
+    global _paused
+    with _lock:
+        _paused += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _paused -= 1
 
 
 class WaitTimeout(ComponentError):

@@ -254,6 +254,131 @@ def test_every_module_is_where_its_name_says():
     assert not unresolved, "\n".join(unresolved)
 
 
+# -- the stated rules: one table of timeouts, one wait helper, small modules ---------------
+
+TABLE = ROOT / "sandcheck" / "timeouts.py"
+MODULE_LINES_MAX = 500
+"""A product module longer than this holds more than one concern: split it."""
+
+TIMEOUT_KEYWORDS = re.compile(r"^(timeout|interval|grace|patience|window|delay|_request_timeout|"
+                              r"timeout_seconds|\w+_timeout)$")
+TIMEOUT_NAMES = re.compile(r"(SECONDS|TIMEOUT|PATIENCE|INTERVAL|GRACE|WAIT|POLL|DELAY)")
+CLOCKS = {"monotonic", "time", "perf_counter", "monotonic_ns", "time_ns"}
+
+
+def _literal_seconds(expr: ast.AST) -> bool:
+    """A non-zero number written in the expression itself (``max(0.0, left)`` is fine)."""
+    return any(isinstance(n, ast.Constant) and type(n.value) in (int, float) and n.value != 0
+               for n in ast.walk(expr))
+
+
+def _call_name(call: ast.Call) -> str:
+    f = call.func
+    return f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
+
+
+def _defaults(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> list[tuple[ast.arg, ast.expr]]:
+    args = fn.args
+    positional = args.args[len(args.args) - len(args.defaults):]
+    return [*zip(positional, args.defaults, strict=True),
+            *((a, d) for a, d in zip(args.kwonlyargs, args.kw_defaults, strict=True)
+              if d is not None)]
+
+
+def literal_timeouts(source: str, filename: str = "<src>") -> list[tuple[int, str]]:
+    """Seconds written as numbers where a wait is bounded or paced: a timeout/interval
+    argument or default, a sleep, wait_until's timeout, a module constant named so."""
+    found = []
+    for node in ast.walk(ast.parse(source, filename)):
+        if isinstance(node, ast.Call):
+            found += [(node.lineno, f"{kw.arg}={ast.unparse(kw.value)}") for kw in node.keywords
+                      if kw.arg and TIMEOUT_KEYWORDS.match(kw.arg)
+                      and _literal_seconds(kw.value)]
+            bound = {"sleep": 0, "wait_until": 1}.get(_call_name(node))
+            if bound is not None and len(node.args) > bound \
+                    and _literal_seconds(node.args[bound]):
+                found.append((node.lineno, ast.unparse(node)[:80]))
+        elif isinstance(node, (ast.Assign, ast.AnnAssign)) and node.value is not None:
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            found += [(node.lineno, f"{n.id} = {ast.unparse(node.value)}")
+                      for t in targets for n in ast.walk(t)
+                      if isinstance(n, ast.Name) and n.id.isupper()
+                      and TIMEOUT_NAMES.search(n.id) and _literal_seconds(node.value)]
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            found += [(node.lineno, f"def {node.name}(... {a.arg}={ast.unparse(d)})")
+                      for a, d in _defaults(node)
+                      if TIMEOUT_KEYWORDS.match(a.arg) and _literal_seconds(d)]
+    return sorted(set(found))
+
+
+def _reads_clock(node: ast.AST) -> bool:
+    """The clock is read in ``node`` itself, not in a function defined inside it."""
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+        return False
+    if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and node.func.attr in CLOCKS and isinstance(node.func.value, ast.Name)
+            and node.func.value.id == "time"):
+        return True
+    return any(_reads_clock(child) for child in ast.iter_child_nodes(node))
+
+
+def deadline_loops(source: str, filename: str = "<src>") -> list[tuple[int, str]]:
+    """A while loop that reads the clock, or a deadline computed as clock + seconds."""
+    found = []
+    for node in ast.walk(ast.parse(source, filename)):
+        if isinstance(node, ast.While) and any(
+                _reads_clock(part) for part in [node.test, *node.body, *node.orelse]):
+            found.append((node.lineno, "while loop reading the clock"))
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add) and (
+                _reads_clock(node.left) or _reads_clock(node.right)):
+            found.append((node.lineno, f"deadline {ast.unparse(node)}"))
+    return sorted(set(found))
+
+
+def _checked_sources() -> list[Path]:
+    """Product modules and the checks; the table itself is where the numbers belong."""
+    return [p for p in [*sorted(ROOT.joinpath("sandcheck").rglob("*.py")),
+                        *sorted(ROOT.joinpath("suites").rglob("*.py"))] if p != TABLE]
+
+
+def test_the_timeout_finder_finds_literals():
+    src = ("x = f(timeout=10)\ny = g(interval=0.5)\ntime.sleep(2)\nwait_until(p, 30, 'w')\n"
+           "POLL_SECONDS = 0.1\ndef h(timeout=5): pass\nok = f(timeout=TIMEOUTS.exec)\n"
+           "fine = q(timeout=max(0.0, left))\nduration = r(duration_seconds=1.5)\n")
+    assert [line for line, _ in literal_timeouts(src)] == [1, 2, 3, 4, 5, 6]
+
+
+def test_the_loop_finder_finds_deadline_loops():
+    src = ("deadline = time.monotonic() + 5\n"
+           "while True:\n    if time.monotonic() > deadline: break\n"
+           "while x:\n    x = step()\n"
+           "while y:\n    def inner(): return time.monotonic()\n    y = inner\n"
+           "start = time.monotonic()\n")
+    assert [line for line, _ in deadline_loops(src)] == [1, 2]
+
+
+def test_every_timeout_is_a_field_of_the_table():
+    bad = [f"  {p.relative_to(ROOT)}:{line}: {what}" for p in _checked_sources()
+           for line, what in literal_timeouts(p.read_text(), str(p))]
+    assert not bad, ("literal timeouts or intervals; name them in sandcheck/timeouts.py "
+                     "(TIMEOUTS) and use the field:\n" + "\n".join(bad))
+
+
+def test_every_deadline_loop_is_the_wait_helper():
+    bad = [f"  {p.relative_to(ROOT)}:{line}: {what}" for p in _checked_sources()
+           for line, what in deadline_loops(p.read_text(), str(p))]
+    assert not bad, ("hand-written deadline loops; use sandcheck.timeouts.wait_until with a "
+                     "probe:\n" + "\n".join(bad))
+
+
+def test_no_product_module_is_too_long():
+    long = [f"  {p.relative_to(ROOT)}: {n} lines"
+            for p in sorted(ROOT.joinpath("sandcheck").rglob("*.py"))
+            if (n := len(p.read_text().splitlines())) > MODULE_LINES_MAX]
+    assert not long, (f"modules over {MODULE_LINES_MAX} lines (split them by concern):\n"
+                      + "\n".join(long))
+
+
 # -- no probing of backends -----------------------------------------------------------------
 
 BACKENDISH = re.compile(r"^(backend|be|kube|cluster|node|pod|pods|probe_pod|cri|"

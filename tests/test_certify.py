@@ -21,8 +21,9 @@ from sandcheck.clusters import registry
 from sandcheck.clusters.fleet import means_missing, missing_reason, node_fingerprint
 from sandcheck.reports.bundle import MANIFEST, finish_bundle, verify_bundle
 from sandcheck.reports.matrix import matrix_markdown, verdicts
-from sandcheck.reports.render import render_markdown, write_reports
+from sandcheck.reports.render import write_reports
 from sandcheck.reports.results import Check, Results
+from sandcheck.reports.summary import render_markdown
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNSC = Catalog.load(None).select("runsc")[0]

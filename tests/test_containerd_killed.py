@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from sandcheck.clusters.node import bridge_name
+from sandcheck.clusters.nodenet import bridge_name
 from sandcheck.host import proc as hostproc
 from sandcheck.host import runcgroups
 from sandcheck.host.cgroups import cgroup_hierarchies

@@ -16,7 +16,7 @@ import pytest
 from sandcheck import cleanup as cleanup_module
 from sandcheck.clusters import registry
 from sandcheck.clusters.local.kubelet import cgroup_root
-from sandcheck.clusters.node import bridge_name
+from sandcheck.clusters.nodenet import bridge_name
 from sandcheck.host import proc as hostproc
 from sandcheck.host import runcgroups
 from sandcheck.host.cgroups import cgroup_hierarchies, make_subtree, remove_subtree

@@ -25,11 +25,9 @@ from sandcheck.clusters.base import (
     KubernetesBackend,
     PodSpec,
 )
-from sandcheck.clusters.kube import (
-    exit_code_from_status,
-    namespace_for,
-    pod_manifest,
-)
+from sandcheck.clusters.kubeexec import exit_code_from_status
+from sandcheck.clusters.kubemanifest import pod_manifest
+from sandcheck.clusters.kubenamespace import namespace_for
 from sandcheck.clusters.local import binaries, kubelet
 from sandcheck.clusters.local.cluster import open_backend
 from sandcheck.clusters.local.leftovers import remove_container_log_links

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import re
 
-from sandcheck.reports.render import render_html, render_markdown
+from sandcheck.reports.page import render_html
 from sandcheck.reports.results import Check, Metric, Results
 from sandcheck.reports.spread import median_difference, median_ratio, ratio_text
 from sandcheck.reports.startcompare import CRI_START, HEADLINE, compare_starts
+from sandcheck.reports.summary import render_markdown
 
 MIB = 1024 * 1024
 

@@ -25,11 +25,10 @@ import pytest
 from sandcheck.host import syscalltrace
 from sandcheck.host.mounts import mount_table
 from sandcheck.host.syscalls import syscall_table
-from sandcheck.host.syscalltrace import (
-    SyscallTrace,
-    _Tally,
-    remove_stale_instances,
-)
+from sandcheck.host.syscalltrace import SyscallTrace
+from sandcheck.host.trace.tally import _Tally
+from sandcheck.host.trace.tasks import task_ids
+from sandcheck.host.trace.tracefs import INSTANCE_PREFIX, TracefsMount, remove_stale_instances
 
 why = syscalltrace.unavailable()
 tracing = pytest.mark.skipif(why is not None, reason=why or "")
@@ -121,7 +120,7 @@ class Workload:
         """Until the workload's pre-existing thread runs (so it is there to be missed)."""
         from sandcheck.timeouts import wait_until
 
-        wait_until(lambda: True if len(syscalltrace.task_ids(self.proc.pid)) >= count
+        wait_until(lambda: True if len(task_ids(self.proc.pid)) >= count
                    else None, 30, "the workload's first thread")
 
 
@@ -294,8 +293,8 @@ def test_two_traces_at_once_see_only_their_own_processes(tmp_path):
 def test_an_instance_left_by_a_dead_process_is_removed():
     gone = subprocess.Popen(["true"])
     gone.wait()
-    with syscalltrace.TracefsMount() as root:
-        stale = root / "instances" / f"{syscalltrace.INSTANCE_PREFIX}{gone.pid}-0000-stale"
+    with TracefsMount() as root:
+        stale = root / "instances" / f"{INSTANCE_PREFIX}{gone.pid}-0000-stale"
         os.mkdir(stale)
         try:
             assert stale.name in remove_stale_instances(root)

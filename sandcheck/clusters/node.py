@@ -12,7 +12,6 @@ a failure or Ctrl-C leaves nothing behind, even with containerd dead, and
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -24,6 +23,7 @@ from typing import Any
 import tomlkit
 
 from sandcheck.catalog import Runtime
+from sandcheck.clusters import nodeconfig
 from sandcheck.clusters.base import (
     RUN_LABEL,
     BackendSettings,
@@ -33,10 +33,11 @@ from sandcheck.clusters.base import (
     PodSpec,
     unique_name,
 )
+from sandcheck.clusters.nodebinaries import absent_binaries, binary_builds, default_containerd
+from sandcheck.clusters.nodenet import remove_network, write_cni_config
 from sandcheck.clusters.podconfig import container_config, sandbox_config
 from sandcheck.containerd import config as cc
 from sandcheck.containerd import hosts
-from sandcheck.containerd import tomledit as te
 from sandcheck.containerd.config import containerd_version
 from sandcheck.containerd.daemon import PrivateContainerd
 from sandcheck.containerd.images import (
@@ -49,35 +50,14 @@ from sandcheck.host import proc as hostproc
 from sandcheck.host import runcgroups
 from sandcheck.host.cgroups import cgroup_mode
 from sandcheck.host.files import read_or_empty
-from sandcheck.host.hostports import idle_chains_removed
 from sandcheck.host.workdir import WORK_BASE, claim, delete_tree, run_id_of
 from sandcheck.oci.distribution import LoopbackRegistry
 from sandcheck.progress import Progress, quiet
-from sandcheck.provision.paths import containerd17_path_dir, path_dir, search_path
+from sandcheck.provision.paths import path_dir, search_path
 from sandcheck.provision.versions import versions
 from sandcheck.timeouts import TIMEOUTS
 
 CRI_NAMESPACE = "k8s.io"
-CNI_BIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
-
-
-def _cni_bin_dir() -> str:
-    for d in CNI_BIN_DIRS:
-        if Path(d, "bridge").exists():
-            return d
-    raise UserError("CNI plugins not found in /usr/lib/cni or /opt/cni/bin: "
-                    "apt-get install containernetworking-plugins (or run `sandcheck provision`)")
-
-
-def bridge_name(run_id: str) -> str:
-    """A per-run bridge (IFNAMSIZ is 16), so parallel runs never share one."""
-    return "sc" + hashlib.sha256(run_id.encode()).hexdigest()[:10]
-
-
-def pod_subnet(run_id: str) -> str:
-    """A /24 on this machine's own bridge; pods talk to nothing beyond it."""
-    octet = int(hashlib.sha256(run_id.encode()).hexdigest()[:4], 16) % 250 + 1
-    return f"10.233.{octet}.0/24"
 
 
 class NodePod:
@@ -188,78 +168,8 @@ class NodeBackend:
     def config_document(self) -> tomlkit.TOMLDocument:
         """containerd config for this run: the catalog's handlers plus private paths."""
         schema = cc.schema_for_version(self.containerd_version) or 2
-        doc = tomlkit.document()
-        doc["version"] = schema
-        etc = self.workdir / "etc"
-        plugins = doc.setdefault("plugins", tomlkit.table(True))
-        # containerd unpacks "opt" plugins under /opt/containerd unless told otherwise.
-        plugins["io.containerd.internal.v1.opt"] = {"path": str(self.workdir / "opt")}
-        # NRI on, its socket and plugin dirs in the work dir (critest's NRI specs connect as
-        # a plugin; containerd 1.7 has it off by default).
-        nri = self.workdir / "nri"
-        plugins["io.containerd.nri.v1.nri"] = {
-            "disable": False, "socket_path": str(self.nri_socket),
-            "plugin_path": str(nri / "plugins"), "plugin_config_path": str(nri / "conf.d")}
-        cni = {"bin_dir": _cni_bin_dir(), "conf_dir": str(etc / "cni"), "max_conf_num": 1}
-        # Lowering the sandbox's oom_score_adj needs CAP_SYS_RESOURCE, which root lacks on
-        # some VMs and CI containers; restricting it to containerd's own score always works.
-        runtime_settings = {"restrict_oom_score_adj": True, "cni": cni}
-        default = self.runtimes[0].handler
-        # Pulls follow the run's own registry host configuration, never the host's.
-        registry = {"config_path": str(self.registry_config_path)}
-        if schema == 2:
-            plugins["io.containerd.grpc.v1.cri"] = {
-                **runtime_settings,
-                "sandbox_image": self.image.alias,
-                "netns_mounts_under_state_dir": True,
-                "containerd": {"snapshotter": "overlayfs", "default_runtime_name": default},
-                "registry": registry,
-            }
-        else:
-            doc["imports"] = []
-            plugins["io.containerd.cri.v1.images"] = {
-                "snapshotter": "overlayfs", "pinned_images": {"sandbox": self.image.alias},
-                "registry": registry}
-            plugins["io.containerd.cri.v1.runtime"] = {
-                **runtime_settings,
-                "netns_mounts_under": str(self.workdir / "netns"),
-                "containerd": {"default_runtime_name": default},
-            }
-        report = cc.patch(doc, self.runtimes, str(etc), schema=schema)
-        # Private runtime roots: a crash leaves state under the work dir, found by cleanup.
-        for rt in self.runtimes:
-            handler = cc.handler_table(doc, schema, rt.handler)
-            if rt.runtime_type == "io.containerd.runc.v2":
-                handler["options"]["Root"] = str(self.workdir / "runtime" / rt.handler)
-        if self.default_alias:
-            alias = te.plain(cc.handler_table(doc, schema, default))
-            te.get(doc, cc.runtimes_path(schema))[self.default_alias] = alias
-        etc.mkdir(parents=True, exist_ok=True)
-        for fname, text in report.files.items():
-            content = tomlkit.parse(text)
-            if fname == "runsc.toml":
-                content["root"] = str(self.workdir / "runtime" / "runsc")
-            (etc / fname).write_text(tomlkit.dumps(content))
-        return doc
-
-    def _write_cni(self) -> None:
-        conf_dir = self.workdir / "etc" / "cni"
-        conf_dir.mkdir(parents=True, exist_ok=True)
-        conflist = {
-            "cniVersion": "1.0.0",
-            "name": f"sandcheck-{self.run_id}",
-            "plugins": [
-                {"type": "bridge", "bridge": bridge_name(self.run_id), "isGateway": True,
-                 "ipMasq": False, "hairpinMode": True,
-                 "ipam": {"type": "host-local", "ranges": [[{"subnet": pod_subnet(self.run_id)}]],
-                          "dataDir": str(self.workdir / "cni-ipam")}},
-                # A pod's hostPort mappings (kubelet's and critest's), 127.0.0.1 included;
-                # a pod without mappings gets no rule. Its chains go at stop().
-                {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True},
-                {"type": "loopback"},
-            ],
-        }
-        (conf_dir / "10-sandcheck.conflist").write_text(json.dumps(conflist, indent=2))
+        return nodeconfig.node_config(self.runtimes, self.workdir, self.image, schema,
+                                      self.default_alias)
 
     def start(self) -> None:
         if self.image is None:
@@ -267,7 +177,7 @@ class NodeBackend:
                             "that sandcheck.fixtures.image.build_probe_image built")
         self._drop_missing_runtimes()
         claim(self.workdir)
-        self._write_cni()
+        write_cni_config(self.workdir, self.run_id)
         doc = self.config_document()
         self.daemon = PrivateContainerd(doc, self.workdir / "containerd",
                                         binary=self.containerd_binary,
@@ -287,7 +197,7 @@ class NodeBackend:
         """Leave out runtimes whose binaries this node lacks; their checks skip, naming why."""
         path = self._search_path()
         for rt in list(self.runtimes):
-            absent = [b for b in rt.binaries if shutil.which(b, path=path) is None]
+            absent = absent_binaries(rt, path)
             if absent:
                 how = rt.unavailable or f"run `sandcheck provision --runtimes {rt.name}`"
                 self.missing_runtimes[rt.name] = f"{', '.join(absent)} not found: {how}"
@@ -316,16 +226,8 @@ class NodeBackend:
         }
 
     def _runtime_binaries(self) -> dict[str, str]:
-        """Which build of each runtime binary containerd runs (the path names the build:
-        a ``gvisor-shim-oom-tolerant-*`` directory is the shim built for hosts without
-        CAP_SYS_RESOURCE)."""
-        path = self._search_path()
-        found = {}
-        for rt in self.runtimes:
-            for name in rt.binaries:
-                exe = shutil.which(name, path=path)
-                found[name] = os.path.realpath(exe) if exe else "not found"
-        return found
+        """Which build of each runtime binary containerd runs (see binary_builds)."""
+        return binary_builds(self.runtimes, self._search_path())
 
     # -- pods ----------------------------------------------------------------------------
 
@@ -354,12 +256,12 @@ class NodeBackend:
     @property
     def registry_config_path(self) -> Path:
         """containerd's ``config_path``: one ``<host>/hosts.toml`` per registry host."""
-        return self.workdir / "etc" / "certs.d"
+        return nodeconfig.registry_config_path(self.workdir)
 
     @property
     def nri_socket(self) -> Path:
         """containerd's NRI socket, where NRI plugins connect."""
-        return self.workdir / "nri" / "nri.sock"
+        return nodeconfig.nri_socket(self.workdir)
 
     def import_image(self, archive: Path) -> None:
         """An image archive into CRI's namespace, under the names its index gives."""
@@ -480,32 +382,6 @@ def sandbox_pids(daemon: PrivateContainerd, pod_id: str) -> list[int]:
     return sorted(pids)
 
 
-def remove_network(run_id: str) -> list[str]:
-    """Delete the run's bridge (CNI leaves it when the last pod goes) and portmap's chains
-    once no pod maps a host port; returns what was done."""
-    done = []
-    name = bridge_name(run_id)
-    if Path("/sys/class/net", name).exists():
-        hostproc.run(["ip", "link", "delete", name], check=False, timeout=TIMEOUTS.command)
-        done.append(f"ip link delete {name}")
-    return done + idle_chains_removed()
-
-
-def default_containerd(requested: str | None = None) -> str:
-    """The containerd the node tier drives: the one asked for, else the provisioned 1.7
-    build (the release that runs runc, crun and the gVisor shim alike), else PATH's."""
-    if requested:
-        exe = shutil.which(requested)
-        if exe is None:
-            raise UserError(f"--containerd {requested}: no such executable")
-        return exe
-    built = containerd17_path_dir() / "containerd"
-    if built.exists():
-        return str(built)
-    exe = shutil.which("containerd")
-    if exe is None:
-        raise UserError("containerd not found: run `sandcheck provision`")
-    return exe
 
 
 def open_backend(settings: BackendSettings) -> NodeBackend:

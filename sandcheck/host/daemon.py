@@ -1,7 +1,8 @@
 """A daemon a run starts: one process in a session of its own, its log, the wait for it
 to serve, and its stop. containerd, dockerd, the registry and a local cluster's
 components all go through this one lifecycle, so each is started, watched and stopped
-the same way, and a daemon that exits is reported with its name, exit status and log.
+the same way, and a daemon that exits is reported with its name, exit status and log:
+from its start to its stop, every wait of the run watches it (sandcheck.timeouts).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+from sandcheck import timeouts
 from sandcheck.errors import ComponentError
 from sandcheck.host import proc as hostproc
 from sandcheck.host import runcgroups
@@ -63,6 +65,7 @@ class Daemon:
             except BaseException:
                 self.stop_process()
                 raise
+        timeouts.watch(self, self.exit_error)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -100,6 +103,7 @@ class Daemon:
 
     def stop_process(self, grace: float = TIMEOUTS.component_stop) -> None:
         """SIGTERM, SIGKILL after ``grace``, then reap; safe when it already exited."""
+        timeouts.unwatch(self)
         if self.alive():
             hostproc.kill_all([self.proc.pid], grace=grace)
         if self.proc is not None:

@@ -27,7 +27,8 @@ MIB = 2**20
 PAGE = os.sysconf("SC_PAGE_SIZE")
 READ_WINDOW = 1.5
 """MemAvailable is the highest of the readings taken every ``TIMEOUTS.memory_read`` for
-this many seconds (a measurement window, not a wait)."""
+this many seconds (a measurement window, not a wait): ``READ_WINDOW / memory_read + 1``
+readings, the first at once."""
 
 
 # ---- the whole host -------------------------------------------------------------------------
@@ -70,13 +71,11 @@ def steady_mem_available(window: float = READ_WINDOW) -> tuple[int, list[int], s
     """
     readings: list[int] = []
     error = None
-    deadline = time.monotonic() + window
-    while True:  # a fixed sampling window, not a wait: it always runs to its end
+    for index in range(int(window / TIMEOUTS.memory_read) + 1):
+        if index:  # a measurement window, not a wait: every reading is taken
+            time.sleep(TIMEOUTS.memory_read)
         error = error or drop_caches()
         readings.append(mem_available() + percpu_free())
-        if time.monotonic() >= deadline:
-            break
-        time.sleep(TIMEOUTS.memory_read)
     return max(readings), readings, error
 
 

@@ -14,7 +14,6 @@ import errno
 import os
 import platform
 import signal
-import time
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from sandcheck.errors import ComponentError, UserError
 from sandcheck.host import bpf
 from sandcheck.host.memory import process_name
 from sandcheck.host.syscalls import syscall_table
-from sandcheck.timeouts import TIMEOUTS
+from sandcheck.timeouts import TIMEOUTS, WaitTimeout, wait_until
 
 PTRACE_DETACH, PTRACE_SEIZE, PTRACE_INTERRUPT = 17, 0x4206, 0x4207
 PTRACE_SECCOMP_GET_FILTER = 0x420C
@@ -225,24 +224,30 @@ def _ptrace(request: int, pid: int, addr: int | None, data: Any, what: str) -> i
     return result
 
 
+def _waitpid(pid: int, flags: int) -> tuple[int, int]:
+    try:
+        return os.waitpid(pid, WALL | flags)
+    except ChildProcessError as exc:
+        raise _vanished(pid, exc) from None
+
+
 def _wait_stopped(pid: int) -> int:
     """Wait for the tracee's stop; returns a signal to hand back at detach (one whose
     delivery the stop intercepted), else 0. A tracee in the kernel stops only when it
     leaves it, and cannot be released before: after a while of polling this blocks."""
-    deadline = time.monotonic() + TIMEOUTS.ptrace_stop
-    while True:
-        flags = WALL | (os.WNOHANG if time.monotonic() < deadline else 0)
-        try:
-            got, status = os.waitpid(pid, flags)
-        except ChildProcessError as exc:
-            raise _vanished(pid, exc) from None
-        if got == 0:
-            time.sleep(TIMEOUTS.ptrace_stop_poll)
-            continue
-        if not os.WIFSTOPPED(status):
-            raise _vanished(pid, f"wait status 0x{status:x}")
-        sig = os.WSTOPSIG(status)
-        return sig if status >> 16 == 0 and sig != signal.SIGTRAP else 0
+    def changed() -> int | None:
+        got, status = _waitpid(pid, os.WNOHANG)
+        return status if got else None
+
+    try:
+        status = wait_until(changed, TIMEOUTS.ptrace_stop, f"pid {pid} to stop",
+                            interval=TIMEOUTS.ptrace_stop_poll)
+    except WaitTimeout:
+        status = _waitpid(pid, 0)[1]
+    if not os.WIFSTOPPED(status):
+        raise _vanished(pid, f"wait status 0x{status:x}")
+    sig = os.WSTOPSIG(status)
+    return sig if status >> 16 == 0 and sig != signal.SIGTRAP else 0
 
 
 def _filter(pid: int, index: int) -> bytes | None:

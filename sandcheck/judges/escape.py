@@ -3,7 +3,7 @@
 The probe only reports what it saw (sandcheck/fixtures/probe/probe.c, the "escape" mode); this
 module turns that document into named preconditions, each with the evidence that made it
 hold, so a check can say exactly which one held and why. The runtime catalog states which
-preconditions each kind of pod may show (``EscapeProfile`` in sandcheck/catalog.py).
+preconditions each kind of pod may show (``EscapeProfile`` in sandcheck/catalog/escape.py).
 
 Pure functions on parsed JSON: no I/O, so they are tested on sample documents.
 """

@@ -136,8 +136,8 @@ class LoopbackRegistry(Daemon):
 
     def stop(self) -> None:
         """Kill the registry (by its cgroup), remove its cgroups and storage; safe twice."""
-        runcgroups.release(self.cgroup)
         self.stop_process()
+        runcgroups.release(self.cgroup)
         self.proc = None
         delete_tree(self.workdir)
 

@@ -19,18 +19,9 @@ import tomlkit
 from tomlkit.exceptions import TOMLKitError
 
 from sandcheck.errors import UserError
-from sandcheck.reports.render import (
-    REFERENCE,
-    finite,
-    metric_groups,
-    num,
-    ratio,
-    scale,
-    stats,
-    unit_kind,
-    with_unit,
-)
 from sandcheck.reports.results import SCHEMA_VERSION, Metric, Results
+from sandcheck.reports.tables import REFERENCE, metric_groups
+from sandcheck.reports.values import finite, num, ratio, scale, stats, unit_kind, with_unit
 
 BUILTIN_TOLERANCES = """\
 # Built-in tolerances; a --tolerances file overrides any of these keys.

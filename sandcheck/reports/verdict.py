@@ -4,7 +4,7 @@ the runtime (the Kubernetes start next to the CRI start of the same pods).
 A reader opens a report to learn which runtimes isolate and what each costs next to runc;
 those answers come first, each failing check named with a link to its evidence, each cost
 with the spread of its ratio to runc. The conformance matrix, plots, tables and the
-environment follow in render.
+environment follow in page.py and summary.py.
 """
 
 from __future__ import annotations

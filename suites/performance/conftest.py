@@ -7,7 +7,8 @@ import pytest
 
 from sandcheck.catalog import Runtime
 from sandcheck.clusters.base import Backend
-from sandcheck.fixtures.bench import Bench, PerfOptions, refuse_bad_run
+from sandcheck.fixtures.bench import Bench
+from sandcheck.fixtures.perfoptions import PerfOptions, refuse_bad_run
 from sandcheck.fixtures.plugin import progress_of
 from sandcheck.fixtures.pods import require_runtime
 from sandcheck.host.workdir import concurrent_runs

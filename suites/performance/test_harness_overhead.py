@@ -18,13 +18,13 @@ import statistics
 import pytest
 
 from sandcheck.clusters.base import Capability
-from sandcheck.fixtures.bench import (
+from sandcheck.fixtures.pods import offers
+from sandcheck.fixtures.toolstarts import (
     CRICTL_START_CALLS,
     DOCKER_START_CALLS,
     crictl_iteration,
     docker_iteration,
 )
-from sandcheck.fixtures.pods import offers
 from sandcheck.reports.results import Metric
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import pytest
 
 from sandcheck.clusters.base import TIMEOUTS, Capability
-from sandcheck.fixtures.bench import (
+from sandcheck.fixtures.idlepods import (
     DISTURBED_BYTES,
     MEMORY_METRICS,
     against_runc,

@@ -393,9 +393,11 @@ class LocalCluster(KubeCluster):
             return
         self._stopped = True
         steps = []
-        kubelet = self.components.get("kubelet")
-        if self.api_client is not None and kubelet is not None and kubelet.alive():
-            # Pods go while kubelet runs, so their sandboxes are torn down properly.
+        serving = [*self.components.values(), *([self.node.daemon] if self.node.daemon else [])]
+        if self.api_client is not None and "kubelet" in self.components and \
+                all(d.alive() for d in serving):
+            # Pods go while kubelet runs, so their sandboxes are torn down properly. With a
+            # component dead they cannot go that way: the run's cgroups are killed below.
             steps.append(("delete namespace", lambda: self.delete_namespace(TIMEOUTS.pod_delete)))
         for name in STOP_ORDER:
             comp = self.components.get(name)

@@ -1,0 +1,113 @@
+"""summary.md: the run in Markdown, short enough for a GitHub job summary.
+
+The whole environment and every piece of evidence stay in results.json and report.html.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from sandcheck.reports.matrix import matrix_markdown
+from sandcheck.reports.results import Results
+from sandcheck.reports.surface import surface_markdown
+from sandcheck.reports.tables import (
+    NO_RUNTIME,
+    REFERENCE,
+    conformance,
+    metric_groups,
+    problems,
+    runtime_label,
+    spread_vs_reference,
+    totals,
+    worst,
+)
+from sandcheck.reports.upstream import upstream_markdown
+from sandcheck.reports.values import scale, stats, unit_kind, with_unit
+from sandcheck.reports.verdict import verdict_markdown
+
+ICONS = {"passed": "✅", "failed": "❌", "skipped": "⏭", "error": "💥", "deviation": "🔶"}
+
+
+def md_cell(text: Any, limit: int = 160) -> str:
+    s = " ".join(str(text).split())
+    if len(s) > limit:
+        s = s[: limit - 1] + "…"
+    return s.replace("|", "\\|")
+
+
+def render_markdown(results: Results) -> str:
+    counts = totals(results)
+    lines = ["# sandcheck results", ""]
+    counted = ", ".join(f"{ICONS[s]} {n} {s}" for s, n in counts.items())
+    lines.append(f"**{len(results.checks)} checks:** {counted} · "
+                 f"**{len(results.metrics)} metrics**")
+    env = results.environment
+    facts = [f"{k} `{md_cell(env[k], 60)}`" for k in ("backend", "backend_level", "host_kernel")
+             if k in env]
+    lines += ["", *verdict_markdown(results), *matrix_markdown(results),
+              *surface_markdown(results), *upstream_markdown(results),
+              *md_conformance(results), *md_failures(results),
+              *md_metrics(results)]
+    if facts:
+        lines += ["## Environment", "", " · ".join(facts), "",
+                  "(the whole environment is in results.json and report.html)"]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def md_conformance(results: Results) -> list[str]:
+    ids, columns, cells = conformance(results)
+    if not ids:
+        return []
+    out = ["## Conformance", "", "| check | " + " | ".join(columns) + " |",
+           "|---|" + "---|" * len(columns)]
+    for cid in ids:
+        row = []
+        for rt in columns:
+            checks = cells.get((cid, rt))
+            row.append(ICONS.get(worst(checks), "?") if checks else "·")
+        out.append(f"| `{cid}` | " + " | ".join(row) + " |")
+    passed = []
+    for rt in columns:
+        column = [c for (_, r), cs in cells.items() if r == rt for c in cs]
+        passed.append(f"{sum(c.status == 'passed' for c in column)}/{len(column)}")
+    out += ["| **passed** | " + " | ".join(passed) + " |", "",
+            "✅ passed · ❌ failed · ⏭ skipped · 💥 error · 🔶 declared deviation · `·` not run",
+            ""]
+    return out
+
+
+def md_metrics(results: Results) -> list[str]:
+    groups = metric_groups(results)
+    if not groups:
+        return []
+    out = ["## Metrics", "", f"| metric | runtime | n | p50 | p95 | median vs {REFERENCE} "
+           "(95% CI) | failures |", "|---|---|--:|--:|--:|---|--:|"]
+    for name, metrics in groups.items():
+        kind = unit_kind(metrics[0])
+        for m in metrics:
+            s = stats(m)
+            label, div = scale(kind, [s.get("p50", math.nan), s.get("p95", math.nan)], m.unit)
+            out.append(f"| `{name}` | {md_cell(runtime_label(m))} | {s.get('count', 0)} | "
+                       f"{with_unit(s.get('p50', math.nan), label, div)} | "
+                       f"{with_unit(s.get('p95', math.nan), label, div)} | "
+                       f"{md_cell(spread_vs_reference(results, m))} | {m.failures} |")
+    return out + [""]
+
+
+def md_failures(results: Results) -> list[str]:
+    out: list[str] = []
+    for title, checks in (("Failures", problems(results)),
+                          ("Declared deviations", [c for c in results.checks
+                                                   if c.status == "deviation"]),
+                          ("Skipped, and why", [c for c in results.checks
+                                                if c.status == "skipped"])):
+        if not checks:
+            continue
+        out += [f"## {title}", ""]
+        for c in checks:
+            message = f": {md_cell(c.message, 200)}" if c.message else ""
+            out.append(f"- {ICONS.get(c.status, '?')} `{c.id}` [{c.runtime or NO_RUNTIME}]"
+                       f"{message}")
+        out.append("")
+    return out
