@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from sandcheck.host.mounts import mount_table
-from sandcheck.timeouts import TIMEOUTS, WaitTimeout, wait_until
+from sandcheck.timeouts import TIMEOUTS, WaitTimeout, wait_until, watch_paused
 
 
 def cgroup_mode(mountinfo: str | None = None) -> str:
@@ -61,6 +61,7 @@ def make_subtree(relative: str, hierarchies: list[Path] | None = None) -> list[P
     return made
 
 
+@watch_paused()  # a removal runs to its end: a dead daemon must not leave it half-done
 def remove_subtree(relative: str, hierarchies: list[Path] | None = None,
                    timeout: float = TIMEOUTS.kill_grace) -> list[str]:
     """rmdir ``relative`` and every cgroup below it in every hierarchy, deepest first.

@@ -9,7 +9,7 @@ import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
-from sandcheck.timeouts import TIMEOUTS, WaitTimeout, wait_until
+from sandcheck.timeouts import TIMEOUTS, WaitTimeout, wait_until, watch_paused
 
 
 def run(argv: list[str], timeout: float = TIMEOUTS.command, check: bool = True,
@@ -45,6 +45,7 @@ def processes_naming(path: Path) -> list[tuple[int, str]]:
             if pattern.search(cmd)]
 
 
+@watch_paused()  # a removal runs to its end: a dead daemon must not leave it half-done
 def kill_all(pids: Iterable[int], grace: float = TIMEOUTS.kill_grace) -> list[int]:
     """SIGTERM, wait up to ``grace`` seconds, then SIGKILL and wait as long again.
     Returns the pids signalled. A process that outlives both waits is left (it is stuck

@@ -27,7 +27,7 @@ from sandcheck.host.cgroups import (
     make_subtree,
     remove_subtree,
 )
-from sandcheck.timeouts import TIMEOUTS, WaitTimeout, wait_until
+from sandcheck.timeouts import TIMEOUTS, WaitTimeout, wait_until, watch_paused
 
 PREFIX = "sandcheck-"
 RUN_ID = r"\d{14}-[0-9a-f]{6}"
@@ -181,6 +181,7 @@ def _set_frozen(files: list[tuple[Path, str, str]], frozen: bool) -> bool:
         return False
 
 
+@watch_paused()  # a removal runs to its end: a dead daemon must not leave it half-done
 def kill_tree(relative: str, timeout: float = TIMEOUTS.kill_grace) -> list[str]:
     """SIGKILL every process in ``relative``'s subtree (frozen meanwhile, so none forks
     a child that escapes) and wait until they are gone; lines say what was done."""
@@ -219,6 +220,7 @@ def _kill(pid: int) -> None:
         pass
 
 
+@watch_paused()  # a removal runs to its end: a dead daemon must not leave it half-done
 def release(relative: str, timeout: float = TIMEOUTS.kill_grace) -> list[str]:
     """Kill everything in ``relative``'s subtree, then remove its cgroups."""
     return [*kill_tree(relative, timeout), *remove_subtree(relative, timeout=timeout)]
