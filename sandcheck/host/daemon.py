@@ -35,7 +35,8 @@ class Daemon:
     """The process half of a daemon; a subclass says what to run and when it serves.
 
     A subclass sets ``name`` (it names the daemon in every message), ``log_path`` (where
-    its output goes) and ``proc = None`` before it spawns.
+    its output goes) and ``proc = None`` before it spawns, and a ``start()`` that spawns
+    and awaits serving (the context manager calls it).
     """
 
     name: str
@@ -111,9 +112,6 @@ class Daemon:
                 self.proc.wait(timeout=TIMEOUTS.kill_grace)
             except subprocess.TimeoutExpired:
                 pass
-
-    def start(self):
-        raise NotImplementedError
 
     def stop(self):
         """The daemon and what it left (a subclass adds cgroups, work dirs, host state)."""
