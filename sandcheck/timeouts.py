@@ -38,10 +38,22 @@ class Timeouts:
     """A backend from start() to ready for pods (daemons, API server, node)."""
     node_ready: float = 180.0
     """A Kubernetes node reporting Ready."""
+    simulated_node_lease: float = 40.0
+    """The lease kwok holds for each simulated node (kwok backend), renewed every quarter
+    of it, as kubelet renews its own (kubelet's default, 40 s)."""
+    simulated_node_status: float = 300.0
+    """Between status heartbeats of a simulated node (kubelet's default report frequency,
+    5 min; the lease keeps the node Ready in between)."""
+    simulated_watch: float = 300.0
+    """How long the API server keeps the kwok backend's watch of the pods it serves logs
+    for open before the client reopens it."""
     daemon_start: float = 60.0
     """A private daemon (containerd, dockerd) serving its API."""
     api_call: float = 30.0
     """One request to the Kubernetes API or one CRI call that returns at once."""
+    api_retry_budget: float = 60.0
+    """The backoff one Kubernetes API call may spend between its retries (429, 5xx) before
+    it gives up (sandcheck/clusters/apiflow.py)."""
     command: float = 120.0
     """A short host command (ip, umount, crictl, ctr)."""
     image_import: float = 300.0
@@ -81,6 +93,12 @@ class Timeouts:
     """The host surface suite's fixed workload, traced."""
     screenshot: float = 120.0
     """Headless Chromium rendering one report page."""
+    cell_reports: float = 90.0
+    """A fleet cell's collector waiting for the reports of the pod's other containers."""
+    fleet_run: float = 3600.0
+    """One certification of a simulated fleet, bring-up to bundle (1,000 nodes)."""
+    fleet_watch: float = 600.0
+    """How long the API server keeps a fleet's watch open before the client reopens it."""
 
     # Poll intervals and settle windows: not bounds, the pace of a wait.
     ready_poll: float = 0.2
@@ -107,6 +125,19 @@ class Timeouts:
     """After idle pods started, before their memory is read: start-up allocations finish."""
     kubelet_reaction: float = 2.0
     """A window in which kubelet would react wrongly (a check that nothing happens)."""
+    journal_sync: float = 1.0
+    """The longest a run's journal of finished checks goes without an fsync while lines
+    are added (each line is flushed at once: a killed run loses none; this bounds what a
+    power loss can)."""
+    api_backoff_base: float = 0.25
+    """The first wait before a Kubernetes API call is retried; it doubles per retry (with
+    jitter), and a Retry-After the server sends is the least wait."""
+    api_backoff_max: float = 8.0
+    """The longest backoff between two retries of a Kubernetes API call (a Retry-After
+    longer than this is still honoured, within TIMEOUTS.api_retry_budget)."""
+    fleet_wake: float = 0.5
+    """The longest a thread waiting on the fleet's watch sleeps between looks at its
+    deadline (each change wakes it at once)."""
 
 
 TIMEOUTS = Timeouts()

@@ -18,7 +18,8 @@ import pytest
 from sandcheck.catalog import Catalog
 from sandcheck.cli import certify
 from sandcheck.clusters import registry
-from sandcheck.clusters.fleet import means_missing, missing_reason, node_fingerprint
+from sandcheck.clusters.fleet import means_missing, missing_reason
+from sandcheck.clusters.kube import node_fingerprint
 from sandcheck.reports.bundle import MANIFEST, finish_bundle, verify_bundle
 from sandcheck.reports.matrix import matrix_markdown, verdicts
 from sandcheck.reports.render import write_reports

@@ -76,3 +76,37 @@ def test_summary_md_gives_the_verdict_first_and_both_differences():
     assert md.index("## Verdict") < md.index("## Conformance") < md.index("## Metrics")
     assert "- ❌ **runsc**: 1 of 1 checks failed: `isolation.kernel`" in md
     assert "runsc − runc: headline start +300 ms (1.94×), CRI-level start +300 ms (2.20×)" in md
+
+
+def test_a_run_with_nodes_gives_each_class_its_nodes_passed_failed_and_skipped():
+    missing = "missing on node n2: RuntimeClass gvisor (handler runsc): not installed"
+    run = Results(checks=[
+        Check("isolation.kernel", "runc", "passed", node="n1"),
+        Check("isolation.kernel", "runc", "passed", node="n2"),
+        Check("isolation.kernel", "runsc", "failed", message="same kernel as node\nmore",
+              node="n1"),
+        Check("isolation.kernel", "runsc", "skipped", message=f"Skipped: {missing}", node="n2")])
+    page, md = render_html(run), render_markdown(run)
+    assert ('<div class="verdict v-passed"><b>runc</b><span class="what">2 of 2 nodes passed · '
+            "0 failed</span>") in page
+    assert ('<div class="verdict v-failed"><b>runsc</b><span class="what">0 of 2 nodes passed · '
+            '<b class="bad">1 failed</b> · 1 skipped (class missing on 1)</span>') in page
+    assert '<a href="#check-isolation-kernel-runsc-n1">isolation.kernel failed</a>' in page
+    assert '<details class="check failed" id="check-isolation-kernel-runsc-n1">' in page
+    assert ("- ✅ **runc**: 2 of 2 nodes passed · 0 failed · isolates as expected: 2 of 2 "
+            "checks passed") in md
+    assert ("- ❌ **runsc**: 0 of 2 nodes passed · 1 failed · 1 skipped (class missing on 1) · "
+            "1 of 2 checks failed") in md
+    assert ("- ❌ **runsc** `isolation.kernel` failed on 1 node: `n1` (first message: same "
+            "kernel as node)") in md
+    assert ("- ∅ **runsc** class missing on 1 node: `n2` (why: RuntimeClass gvisor (handler "
+            "runsc): not installed)") in md
+    # four cells: no fleet, so the matrix stays open and lists its failing cells
+    assert '<details class="matrix"' not in page and "Above 50 cells" not in page
+    assert "- ❌ fail `n1` × `runsc`: `isolation.kernel`" in md
+
+
+def test_a_run_without_nodes_keeps_its_verdict_lines():
+    page, md = render_html(results()), render_markdown(results())
+    assert "nodes passed" not in page and 'class="groups"' not in page
+    assert "nodes passed" not in md and "Failing nodes" not in md

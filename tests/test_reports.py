@@ -315,3 +315,206 @@ def test_screenshot_without_chromium_says_how_to_install(tmp_path, monkeypatch):
     page.write_text("<p>hi</p>")
     with pytest.raises(UserError, match=r"apt-get install -y chromium"):
         shot.screenshot(page, tmp_path / "out.png")
+
+
+# ---- a fleet: 1,000 nodes × 3 classes (tests/fleetgen.py) ----
+
+@pytest.fixture(scope="module")
+def fleets(tmp_path_factory) -> dict[int, tuple[Results, Path]]:
+    """The synthetic fleet at 100 and 1,000 nodes (300 and 3,000 cells), reports written."""
+    import fleetgen
+
+    out = {}
+    for nodes in (100, 1000):
+        results = fleetgen.fleet_results(fleetgen.Fleet.of(nodes))
+        report = tmp_path_factory.mktemp(f"fleet{nodes}")
+        write_reports(results, report)
+        out[nodes] = (results, report)
+    return out
+
+
+def _verdict_section(page: str) -> str:
+    return page[page.index('<section id="verdict">'):page.index("</section>")]
+
+
+def test_synthetic_fleet_is_shaped_like_a_certify_run(fleets):
+    from sandcheck.reports.matrix import verdicts
+
+    small, report = fleets[100]
+    assert Results.read(report / "results.json").to_dict() == small.to_dict()
+    back = fleets[1000][0]
+    per_node = [c for c in back.checks if c.node]
+    assert len({(c.node, c.runtime) for c in per_node}) == 3000
+    assert all(c.runtime and c.nodeid.endswith(f"[{c.runtime}-node{int(c.node[-4:])}]")
+               for c in per_node)
+    assert {c.id.split(".")[0] for c in per_node} == {"isolation", "runtimeclass", "security"}
+    assert len(per_node) // 3000 >= 20  # checks per cell
+    cells = {(v.node, v.runtime): v.verdict for v in verdicts(back)}
+    assert cells[("pool-a-node-0960", "runsc")] == "missing"
+    assert cells[("pool-a-node-0250", "crun")] == "fail"
+
+
+def test_fleet_verdict_counts_nodes_per_class(fleets):
+    from sandcheck.reports.fleetview import class_tallies
+    from sandcheck.reports.matrix import verdicts
+
+    results, report = fleets[1000]
+    tallies = class_tallies(verdicts(results))
+    assert {rt: (t.passed, t.failed, t.missing, t.skipped) for rt, t in tallies.items()} == {
+        "runc": (997, 3, 0, 0), "crun": (998, 2, 0, 0), "runsc": (660, 300, 40, 0)}
+    lines = re.findall(r'<div class="verdict v-(\w+)"><b>(\w+)</b><span class="what">(.*?)'
+                       r"</span>", _verdict_section((report / "report.html").read_text()))
+    assert lines == [
+        ("failed", "runc", '997 of 1,000 nodes passed · <b class="bad">3 failed</b>'),
+        ("failed", "crun", '998 of 1,000 nodes passed · <b class="bad">2 failed</b>'),
+        ("failed", "runsc", '660 of 1,000 nodes passed · <b class="bad">300 failed</b> · '
+                            "40 skipped (class missing on 40)")]
+
+
+def test_a_check_failing_on_300_nodes_reads_as_one_line(fleets):
+    from sandcheck.reports.fleetview import MESSAGE_CHARS, NAMES_SHOWN, groups
+    from sandcheck.reports.matrix import verdicts
+
+    results, report = fleets[1000]
+    found = groups(verdicts(results))
+    assert [(g.runtime, g.verdict, len(g.checks), len(g.nodes)) for g in found] == [
+        ("runsc", "fail", 1, 299), ("runc", "fail", 1, 3), ("crun", "fail", 21, 2),
+        ("runsc", "fail", 2, 1), ("runsc", "missing", 0, 40)]
+    assert found[0].checks == ("isolation.devices_minimal",)
+    assert found[3].nodes == ["pool-a-node-0003"]  # fails a second check: a group of its own
+    section = _verdict_section((report / "report.html").read_text())
+    assert "Failing nodes: 305, in 4 groups of what failed" in section
+    devices = section[section.index("isolation.devices_minimal failed"):]
+    devices = devices[:devices.index('<div class="grp')]
+    assert "on 299 nodes" in devices and f"+{299 - NAMES_SHOWN} more" in devices
+    shown, hidden = devices.split('<details class="more">')
+    assert shown.count("<code>") == NAMES_SHOWN and hidden.count("<code>") == 299 - NAMES_SHOWN
+    assert "first message: AssertionError: runsc on pool-a-node-0000: devices beyond" in devices
+    firsts = re.findall(r'<div class="first" title="[^"]*">[^:]+: ([^<]*)</div>', section)
+    assert len(firsts) == 5 and all(len(html_unescape(f)) <= MESSAGE_CHARS for f in firsts)
+    assert html_unescape(firsts[1]).endswith("…")  # runc's long message, cut
+    assert "21 checks failed: isolation.capabilities_dropped_refuse_privileged_calls" in section
+    assert "class missing <span" in section and "handler is not installed there" in section
+    assert "Above 50 cells the report is a fleet&#x27;s" in section
+    # every group links to a failure shown with its evidence further down
+    page = (report / "report.html").read_text()
+    for anchor in re.findall(r'<a href="#(check-[^"]+)"', section):
+        assert re.search(rf'<details class="check (failed|error)" id="{anchor}">', page), anchor
+
+
+def html_unescape(text: str) -> str:
+    import html
+
+    return html.unescape(text)
+
+
+def test_fleet_matrix_is_collapsed_and_small_ones_stay_open(fleets, tmp_path):
+    import fleetgen
+
+    page = (fleets[1000][1] / "report.html").read_text()
+    matrix = page[page.index('<details class="matrix"'):]
+    matrix = matrix[:matrix.index("</details>")]
+    assert "1,000 nodes × 3 classes: 2,655 pass · 305 fail · 40 missing" in matrix
+    assert matrix.count("<tr><td><code>pool-a-node-") == 1000
+    assert page.index('id="verdict"') < page.index('<details class="matrix"')
+    small = fleetgen.fleet_results(fleetgen.Fleet.of(8, missing={7: "runsc"}))  # 24 cells
+    write_reports(small, tmp_path)
+    page = (tmp_path / "report.html").read_text()
+    assert '<details class="matrix"' not in page and "<h2>Nodes × runtime classes</h2>" in page
+    assert '<details class="check passed"' in page  # passing evidence inlined below 50 cells
+    md = (tmp_path / "summary.md").read_text()
+    assert "<details>" not in md and "- ∅ missing `pool-a-node-0007` × `runsc`" in md
+
+
+def test_fleet_page_inlines_evidence_of_failures_only(fleets):
+    from sandcheck.reports.fleetview import EVIDENCE_PER_CHECK
+
+    results, report = fleets[1000]
+    page = (report / "report.html").read_text()
+    assert '<details class="check passed"' not in page
+    kept = sum(c.status not in ("failed", "error") and bool(c.evidence) for c in results.checks)
+    assert (f"{kept:,} passing and skipped checks carry evidence. Above 50 node × class "
+            "cells it is not inlined here: it is in results.json (checks[].evidence)") in page
+    devices = page[page.index("<h3><code>isolation.devices_minimal</code> [runsc]: 300 failures"):]
+    devices = devices[:devices.index("</ul></details>")]
+    shown, rest = devices.split('<details class="failmore">')
+    assert shown.count('<details class="check failed"') == EVIDENCE_PER_CHECK
+    assert rest.count('<li id="check-isolation-devices-minimal-runsc-pool-a-node-') == 297
+    # per-node environment facts read as a handful of rows
+    assert "996 × (pool-a-node-0001, pool-a-node-0002, pool-a-node-0003, … +993)" in page
+
+
+def test_report_size_grows_no_faster_than_the_cells(fleets):
+    sizes = {n: {f: (report / f).stat().st_size / (n * 3) for f in
+                 ("results.json", "report.html", "summary.md")}
+             for n, (_, report) in fleets.items()}
+    small, big = sizes[100], sizes[1000]
+    assert 0.9 < big["results.json"] / small["results.json"] < 1.1  # linear
+    assert big["report.html"] <= small["report.html"]  # nothing per cell beyond the matrix
+    assert big["summary.md"] <= small["summary.md"]
+    assert (fleets[1000][1] / "report.html").stat().st_size < 2_000_000
+    assert (fleets[1000][1] / "summary.md").stat().st_size < 400_000
+
+
+def test_fleet_summary_md_opens_with_the_fleet_verdict(fleets):
+    lines = (fleets[1000][1] / "summary.md").read_text().splitlines()
+    assert lines[:10] == [
+        "# sandcheck results", "",
+        "**63,006 checks:** ✅ 53,906 passed, ❌ 324 failed, ⏭ 8,754 skipped, 💥 22 error · "
+        "**0 metrics**", "",
+        "## Verdict", "",
+        "- ❌ **runc**: 997 of 1,000 nodes passed · 3 failed · 3 of 21,000 checks failed",
+        "- ❌ **crun**: 998 of 1,000 nodes passed · 2 failed · 42 of 21,000 checks failed",
+        "- ❌ **runsc**: 660 of 1,000 nodes passed · 300 failed · 40 skipped (class missing "
+        "on 40) · 301 of 21,000 checks failed", ""]
+    assert lines[10] == "**Failing nodes: 305**, in 4 groups of what failed:"
+    assert lines[12].startswith(
+        "- ❌ **runsc** `isolation.devices_minimal` failed on 299 nodes: `pool-a-node-0000`, "
+        "`pool-a-node-0006`, `pool-a-node-0009`, `pool-a-node-0012`, `pool-a-node-0015`, "
+        "`pool-a-node-0018`, … +293 more (first message: AssertionError: runsc on "
+        "pool-a-node-0000: devices beyond the catalog's set: ['/dev/kmsg']")
+    assert lines[16].startswith("- ∅ **runsc** class missing on 40 nodes: ")
+    text = "\n".join(lines)
+    assert text.index("## Verdict") < text.index("<details><summary>1,000 nodes × 3 classes")
+    assert "- ❌ `isolation.devices_minimal` [runsc] on 300 nodes (first message: " in text
+    assert "- ❌ fail `pool-a-node-0000`" not in text  # no per-cell list under the matrix
+    skips = [line for line in lines if line.startswith("- ⏭")]
+    assert 0 < len(skips) <= 21 * 3  # per check and class, not per cell (8,754 skips)
+
+
+FIRST_SCREEN = """<script>
+window.addEventListener("load", () => {
+  const box = e => { const r = e.getBoundingClientRect();
+    return {top: r.top, bottom: r.bottom, text: e.innerText.slice(0, 200)}; };
+  const out = {verdicts: [...document.querySelectorAll("#verdict .verdict")].map(box),
+               groups: [...document.querySelectorAll("#verdict .grp")].map(box),
+               matrix: box(document.querySelector("details.matrix")),
+               load_ms: performance.now()};
+  const pre = document.createElement("pre"); pre.id = "layout";
+  pre.textContent = JSON.stringify(out); document.body.appendChild(pre);
+});
+</script>"""
+
+
+def test_fleet_first_screen_in_chromium_shows_the_verdict_and_the_failing_nodes(fleets, tmp_path):
+    """1280x900, as a fleet owner opens report.html: the three class lines and every group
+    of failing nodes on the first screen, the matrix below them, collapsed."""
+    from sandcheck.reports import screenshot as shot
+
+    try:
+        shot.find_browser()
+    except UserError as exc:
+        pytest.skip(str(exc))
+    page = (fleets[1000][1] / "report.html").read_text()
+    measured = tmp_path / "measured.html"
+    measured.write_text(page.replace("</body>", FIRST_SCREEN + "</body>"))
+    dom = shot.dump_dom(measured, 1280, 900)
+    layout = json.loads(re.search(r'<pre id="layout">(.*?)</pre>', dom, re.S).group(1))
+    assert [v["text"][:4] for v in layout["verdicts"]] == ["runc", "crun", "runs"]
+    assert "660 of 1,000 nodes passed · 300 failed" in layout["verdicts"][2]["text"]
+    assert len(layout["groups"]) == 5
+    for line in layout["verdicts"] + layout["groups"]:
+        assert 0 <= line["top"] and line["bottom"] <= 900, f"not on the first screen: {line}"
+    assert "on 299 nodes" in layout["groups"][0]["text"]
+    assert layout["matrix"]["top"] > layout["groups"][-1]["bottom"]
+    assert layout["matrix"]["bottom"] - layout["matrix"]["top"] < 80  # closed

@@ -108,3 +108,13 @@ def test_schema3_on_containerd_1x_is_a_user_error(tmp_path, capsys):
     target.write_bytes((CONFIGS / "schema3.toml").read_bytes())
     assert main(["verify", str(target), "--containerd", binary]) == 2
     assert "cannot read a version = 3 config" in capsys.readouterr().err
+
+
+def test_backends_lists_every_registry_entry(capsys):
+    from sandcheck.cli.main import main
+    from sandcheck.clusters.registry import BACKENDS
+
+    assert main(["backends"]) == 0
+    listed = capsys.readouterr().out
+    for name in BACKENDS:
+        assert f"\n{name}" in "\n" + listed, f"{name} missing from `sandcheck backends`"

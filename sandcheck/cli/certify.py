@@ -1,4 +1,4 @@
-"""``sandcheck certify`` and ``sandcheck verify-bundle``.
+"""``sandcheck certify``, ``sandcheck verify-bundle`` and ``sandcheck merge-bundles``.
 
 Certify runs a fixed, versioned selection of the bundled suites (isolation, RuntimeClass
 and security: escape preconditions and the host syscall surface; never the benchmarks,
@@ -7,6 +7,12 @@ like ``sandcheck run``, and turns the report dir into a bundle (sandcheck/report
 selection changes only with CERTIFY_VERSION, so two bundles of one version certify the
 same thing. Other options (``--backend``, ``--runtimes``, ``--kubeconfig``,
 ``--kind-workers``...) are pytest's and pass through.
+
+A certify run journals each check as it finishes (sandcheck/reports/journal.py); one that
+did not end (killed, interrupted) leaves its bundle without a manifest, and
+``certify --resume BUNDLE`` with the same options runs only what is missing
+(sandcheck/fixtures/resume.py). Shards, certify runs of disjoint ``--nodes`` against one
+cluster, are joined by ``merge-bundles`` (sandcheck/reports/merge.py).
 """
 
 from __future__ import annotations
@@ -34,30 +40,100 @@ def certify_parser() -> argparse.ArgumentParser:
     p.add_argument("--nodes", default="all", help="all or a label selector (default all)")
     p.add_argument("--node-parallelism", type=int, default=8,
                    help="pod starts in flight at once across nodes (default 8)")
+    p.add_argument("--resume", type=Path, metavar="BUNDLE",
+                   help="continue the certification in BUNDLE that did not finish: its "
+                        "finished checks are kept, only the rest runs (give the options of "
+                        "the interrupted run again)")
     return p
 
 
-def pytest_args(args: argparse.Namespace, extra: list[str], suites: Path) -> list[str]:
+def pytest_args(args: argparse.Namespace, extra: list[str], suites: Path,
+                resume: bool = False) -> list[str]:
     """The pytest command line of a certify run (pure)."""
     return [*(str(suites / s) for s in SELECTION["suites"]), "-m", SELECTION["markers"],
             "--nodes", args.nodes, "--node-parallelism", str(args.node_parallelism),
             "--report-dir", str(args.bundle), f"--junitxml={args.bundle / 'junit.xml'}",
-            "-p", "no:cacheprovider", *extra]
+            "-p", "no:cacheprovider", "--selection-version", CERTIFY_VERSION,
+            *(["--resume"] if resume else []), *extra]
+
+
+def resume_refusal(bundle: Path) -> str | None:
+    """Why ``bundle`` cannot be resumed (one line), or None: it holds the journal of a
+    certify run of this selection that no live process writes, or the results of a run
+    that ended before its bundle was finished."""
+    from sandcheck.reports.bundle import MANIFEST
+    from sandcheck.reports.journal import JournalError, busy, journal_paths, read_journal
+
+    if not bundle.is_dir():
+        return f"{bundle} is not a directory"
+    journals = journal_paths(bundle)
+    if not journals:
+        if (bundle / MANIFEST).is_file():
+            return (f"{bundle} is complete (its run ended and SHA256SUMS is written): "
+                    f"nothing to resume; check it with `sandcheck verify-bundle {bundle}`")
+        if not (bundle / "results.json").is_file():
+            return f"{bundle} holds no journal: no certify run was interrupted there"
+        return None  # ended before its bundle was finished: finish it
+    for path in journals:
+        who = busy(path)
+        if who is not None:
+            return f"{path} is still being written ({who}): that certify run is alive"
+    try:
+        identity = read_journal(journals[0]).identity
+    except JournalError as exc:
+        return str(exc)
+    version = identity.get("selection_version")
+    if version != CERTIFY_VERSION:
+        return (f"{bundle} is a certification of selection version {version}; this sandcheck "
+                f"certifies version {CERTIFY_VERSION}: certify into a new bundle")
+    return None
 
 
 def certify(argv: list[str]) -> int:
     import pytest
 
     from sandcheck.cli.bundled import suites_dir
-    from sandcheck.reports.bundle import finish_bundle
+    from sandcheck.reports.journal import journal_paths
 
     args, extra = certify_parser().parse_known_args(argv)
+    resuming = args.resume is not None
+    if resuming:
+        if "--bundle" in argv or any(a.startswith("--bundle=") for a in argv):
+            print("sandcheck: error: --resume BUNDLE names the bundle: drop --bundle",
+                  file=sys.stderr)
+            return 2
+        args.bundle = args.resume
+        why = resume_refusal(args.bundle)
+        if why is not None:
+            print(f"sandcheck: error: --resume: {why}", file=sys.stderr)
+            return 2
     bundle: Path = args.bundle
-    if bundle.exists() and any(bundle.iterdir()):
+    if not resuming and bundle.exists() and any(bundle.iterdir()):
         print(f"sandcheck: error: {bundle} is not empty: a bundle holds one run only; "
-              "choose another --bundle", file=sys.stderr)
+              "choose another --bundle (or continue an interrupted run with --resume)",
+              file=sys.stderr)
         return 2
-    code = int(pytest.main(pytest_args(args, extra, suites_dir())))
+    if resuming and not journal_paths(bundle):
+        print(f"sandcheck: the run in {bundle} had ended; finishing its bundle")
+        code = 0
+    else:
+        code = int(pytest.main(pytest_args(args, extra, suites_dir(), resume=resuming)))
+    if code == pytest.ExitCode.USAGE_ERROR:
+        return 2  # pytest said why, in one line
+    return finish(bundle, code)
+
+
+def finish(bundle: Path, code: int) -> int:
+    """The bundle of a certify run that ended; a run that did not end keeps its journal
+    and gets no manifest."""
+    from sandcheck.reports.bundle import finish_bundle
+    from sandcheck.reports.journal import JOURNAL, journal_paths
+
+    if journal_paths(bundle):
+        print(f"sandcheck: certify did not finish (pytest exit {code}); what it finished is "
+              f"kept in {bundle / JOURNAL}: continue with `sandcheck certify --resume "
+              f"{bundle}` and the same options", file=sys.stderr)
+        return code or 1
     if not (bundle / "results.json").is_file():
         print(f"sandcheck: certify produced no results (pytest exit {code})", file=sys.stderr)
         return code or 1
@@ -92,3 +168,25 @@ def verify(argv: list[str]) -> int:
           f"(selection version {cert.get('selection', {}).get('version')}, "
           f"{len(cert.get('cells', []))} node × class cells)")
     return 0
+
+
+def merge(argv: list[str]) -> int:
+    from sandcheck.errors import UserError
+    from sandcheck.reports.merge import merge_bundles
+
+    p = argparse.ArgumentParser(prog="sandcheck merge-bundles",
+                                description="merge the bundles of certify runs of disjoint "
+                                "--nodes against one cluster into one bundle; each must verify")
+    p.add_argument("out", type=Path, help="directory of the merged bundle (absent or empty)")
+    p.add_argument("bundles", type=Path, nargs="+", metavar="BUNDLE")
+    args = p.parse_args(argv)
+    try:
+        cert = merge_bundles(args.out, args.bundles)
+    except UserError as exc:
+        print(f"sandcheck: error: {exc}", file=sys.stderr)
+        return 2
+    nodes = len({c["node"] for c in cert["cells"]})
+    print(f"sandcheck: {len(args.bundles)} bundles merged into {args.out}: {nodes} nodes, "
+          f"{len(cert['cells'])} node × class cells; certification {cert['verdict']} "
+          f"(check it with `sandcheck verify-bundle {args.out}`)")
+    return 0 if cert["verdict"] == "pass" else 1

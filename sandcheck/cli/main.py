@@ -137,7 +137,7 @@ def cmd_catalog(args) -> int:
 def cmd_provision(args) -> int:
     from sandcheck.provision.install import provision
     provision(_catalog(args).select(args.runtimes), kubernetes=args.kubernetes,
-              docker=args.docker, kind=args.kind, registry=args.registry,
+              docker=args.docker, kind=args.kind, kwok=args.kwok, registry=args.registry,
               upstream=args.upstream)
     return 0
 
@@ -150,7 +150,7 @@ def cmd_cleanup(args) -> int:
 
 
 def cmd_backends(args) -> int:
-    from sandcheck.oci import BACKENDS, DEFAULT_BACKEND
+    from sandcheck.clusters.registry import BACKENDS, DEFAULT_BACKEND
 
     for entry in BACKENDS.values():
         why = entry.unavailable()
@@ -261,6 +261,9 @@ def parser() -> argparse.ArgumentParser:
                     help="also build the Kubernetes binaries for the local backend")
     pv.add_argument("--kind", action="store_true",
                     help="also build kind, kubeadm and a kind node image from local parts")
+    pv.add_argument("--kwok", action="store_true",
+                    help="also build kwok for the kwok backend's simulated nodes (implies "
+                         "--kubernetes)")
     pv.add_argument("--docker", action="store_true",
                     help="also install Debian's docker.io for the docker backend")
     pv.add_argument("--registry", action="store_true",
@@ -290,6 +293,8 @@ def parser() -> argparse.ArgumentParser:
                    "[--node-parallelism N] [suite options, e.g. --backend kind]")
     sub.add_parser("verify-bundle", help="check a certification bundle's SHA256SUMS: "
                    "sandcheck verify-bundle DIR")
+    sub.add_parser("merge-bundles", help="merge the bundles of certify runs of disjoint "
+                   "--nodes against one cluster: sandcheck merge-bundles OUT BUNDLE...")
 
     pi = sub.add_parser("push-image", help="push the probe image to a registry: sandcheck "
                         "push-image REGISTRY[/REPO][:TAG], then run with --image REF")
@@ -313,10 +318,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["run"]:
         return run_suites(argv[1:])  # every option after `run` is pytest's
-    if argv[:1] in (["certify"], ["verify-bundle"]):
+    if argv[:1] in (["certify"], ["verify-bundle"], ["merge-bundles"]):
         from sandcheck.cli import certify
 
-        run = certify.certify if argv[0] == "certify" else certify.verify
+        run = {"certify": certify.certify, "verify-bundle": certify.verify,
+               "merge-bundles": certify.merge}[argv[0]]
         return run(argv[1:])  # certify passes unknown options to pytest
     args = parser().parse_args(argv)
     try:

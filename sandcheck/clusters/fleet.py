@@ -1,24 +1,35 @@
-"""A fleet of nodes: the nodes a run checks one by one, and one probe pod per node × class.
+"""A fleet of nodes: the nodes a run checks, and one cell pod per node × class.
 
 On a real cluster nodes differ (kernel, containerd, which handlers are installed), so a
 certifying run pins pods to every selected node with ``nodeName`` instead of taking the
-node the scheduler picks. Starting those pods is the slow part (seconds each), so it is
-done here for the whole fleet at once, in a thread pool bounded by the node parallelism:
-each cell (node, runtime) ends as a running pod with the probe's report, as *missing*
-(the node lacks the handler, or the class's scheduling excludes the node: reported for
-that node and class only) or as a *broken* start whose reason the checks of that cell fail
-with. The API answers concurrent requests, so a bound of N keeps N pod starts in flight.
+node the scheduler picks. Starting pods is the slow part (seconds each), so every cell's
+pod is started here for the whole fleet at once, in a thread pool bounded by the node
+parallelism; wall time is then about cells / parallelism × one cell's start, not a sum over
+nodes. A cell's pod (``cellpod``) runs every probe report its checks judge at start and
+is read with one log request; one watch for the run (``fleetwatch``) tells each thread
+when its pod is ready, gone or refused. A cell ends as a running pod with its reports, as
+*missing* (the node lacks the handler, or the class's scheduling excludes the node:
+reported for that node and class only) or as a *broken* start whose reason the checks of
+that cell fail with. The checks then read the reports instead of exec'ing: a cell costs
+about three requests of its own (create, log, delete).
 """
 
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from sandcheck.catalog import Runtime
-from sandcheck.clusters.base import Backend, KubernetesBackend, Pod, PodSpec
+from sandcheck.clusters.base import RUN_LABEL, Backend, KubernetesBackend, PodSpec, unique_name
+from sandcheck.clusters.cellpod import CELL_LABEL, COLLECTOR, Report, cell_manifest, parse_log
+from sandcheck.clusters.fleetwatch import FleetWatch
+from sandcheck.clusters.kube import KubePod, node_fingerprint
+from sandcheck.clusters.kubeapi import api_message
+from sandcheck.clusters.kubestart import HANDLER_MISSING, fatal_problem
 from sandcheck.errors import ComponentError, UserError
 from sandcheck.timeouts import TIMEOUTS
 
@@ -29,8 +40,7 @@ sandcheck/reports/matrix.py)."""
 # A start that fails with one of these means "this class cannot run on this node": the
 # node has no such handler (sandbox event), or kubelet refused the pod because the class's
 # scheduling (merged into the pod's nodeSelector) excludes the node.
-_MISSING_MARKERS = ("no runtime for", "RuntimeHandler", "runtime handler", "NodeAffinity",
-                    "not supported")
+_MISSING_MARKERS = (*HANDLER_MISSING, "NodeAffinity")
 
 
 def missing_reason(node: str, runtime: Runtime, why: str) -> str:
@@ -60,30 +70,41 @@ def select_nodes(kube: KubernetesBackend, selector: str) -> list[str]:
     return names
 
 
-def node_fingerprint(node_obj: Any) -> dict[str, Any]:
-    """What the node's status says about it (pure over the client's V1Node)."""
-    info = node_obj.status.node_info
-    return {"kernel": info.kernel_version, "kubelet": info.kubelet_version,
-            "container_runtime": info.container_runtime_version, "os_image": info.os_image,
-            "architecture": info.architecture}
-
-
 @dataclass
 class Cell:
-    """One node × runtime: a running probe pod, or why there is none."""
+    """One node × runtime: a running cell pod with its reports, or why there is none."""
 
     node: str
     runtime: Runtime
-    pod: Pod | None = None
-    probe: dict[str, Any] | None = None
+    pod: KubePod | None = None
+    reports: dict[tuple[str, str], Report] = field(default_factory=dict)
+    log: str = ""
+    """The collector's log as read (a simulated fleet replays it)."""
     missing: str | None = None
     broken: str | None = None
     seconds: float = 0.0
 
+    def view(self, container: str) -> KubePod | None:
+        """The cell pod as one of its containers: exec goes there, and ``reports`` holds
+        that container's probe reports by mode (``run_probe`` reads them)."""
+        if self.pod is None:
+            return None
+        view = KubePod(self.pod.cluster, self.pod.spec, self.pod.name, self.pod.namespace,
+                       container=container)
+        view.uid, view.node_name = self.pod.uid, self.pod.node_name
+        view.reports = {mode: r for (c, mode), r in self.reports.items() if c == container}
+        return view
+
+    @property
+    def probe(self) -> dict[str, Any] | None:
+        report = self.reports.get((COLLECTOR, "json"))
+        return report.data if report else None
+
 
 @dataclass
 class Fleet:
-    """The selected nodes and their cells; owns the cells' pods until ``close()``."""
+    """The selected nodes and their cells; owns the cells' pods and the run's watch until
+    ``close_fleet()``."""
 
     selector: str
     nodes: list[str]
@@ -91,6 +112,9 @@ class Fleet:
     cells: dict[tuple[str, str], Cell] = field(default_factory=dict)
     fingerprints: dict[str, dict[str, Any]] = field(default_factory=dict)
     wall_seconds: float = 0.0
+    watch: FleetWatch | None = None
+    recorded: dict[str, Any] | None = None
+    """A simulated fleet: the real cells whose logs its pods replay."""
 
     def cell(self, node: str, runtime: Runtime) -> Cell | None:
         return self.cells.get((node, runtime.name))
@@ -99,18 +123,70 @@ class Fleet:
         return {"node_selection": self.selector, "node_parallelism": self.parallelism,
                 "node_fingerprints": self.fingerprints,
                 "fleet_start_seconds": round(self.wall_seconds, 2),
+                **({"fleet_recorded_on": self.recorded} if self.recorded else {}),
                 "fleet_cells": {f"{n}/{r}": ("running" if c.pod else
                                              "missing" if c.missing else "broken")
                                 for (n, r), c in self.cells.items()}}
 
 
-def start_fleet(backend: Backend, runtimes: list[Runtime], selector: str, parallelism: int,
-                probe: Any) -> Fleet:
-    """Select the nodes, read their fingerprints and start one probe pod per node × runtime,
-    ``parallelism`` at a time. ``probe(pod) -> dict`` runs the probe in a pod (the caller's,
-    so this module needs nothing of sandcheck/fixtures/)."""
-    import time
+def _ready(kind: str | None, obj: dict[str, Any] | None, problem: str | None):
+    """What the watch says of a starting cell pod: "ready", a problem, or None (pure)."""
+    if problem:
+        return ("missing", problem)
+    if kind == "DELETED":
+        return ("broken", "the pod was deleted before it ran")
+    status = (obj or {}).get("status") or {}
+    fatal = fatal_problem(status)
+    if fatal:
+        return ("missing" if means_missing(fatal) else "broken", fatal)
+    for cs in status.get("containerStatuses") or []:
+        if cs.get("name") == COLLECTOR and cs.get("ready"):
+            return ("ready", "")
+    return None
 
+
+def _start_cell(kube: KubernetesBackend, watch: FleetWatch, cell: Cell) -> None:
+    """Create the cell's pod, wait for its reports, read them with one log request."""
+    from kubernetes.client.rest import ApiException
+
+    rt, node = cell.runtime, cell.node
+    spec = PodSpec(runtime=rt, name_prefix=f"cell-{rt.name}", node_name=node)
+    name = unique_name(spec.name_prefix)
+    body = cell_manifest(spec, name, kube.namespace, kube.run_id, TIMEOUTS.cell_reports,
+                         kube.image_ref, kube.pull_policy)
+    try:
+        created = kube.core.create_namespaced_pod(kube.namespace, body,
+                                                  _request_timeout=TIMEOUTS.api_call)
+    except ApiException as exc:
+        raise ComponentError(f"the API refused the cell pod {name}: {exc.status} "
+                             f"{exc.reason}: {api_message(exc)}") from None
+    pod = KubePod(kube, spec, name, kube.namespace)
+    pod.uid, pod.node_name = created.metadata.uid, node
+    cell.pod = pod
+    outcome, why = watch.wait(name, _ready, TIMEOUTS.pod_start + TIMEOUTS.cell_reports,
+                              f"cell pod {kube.namespace}/{name} ({rt.name} on {node}) "
+                              "to report")
+    if outcome != "ready":
+        raise ComponentError(why)
+    try:
+        text = kube.core.read_namespaced_pod_log(name, kube.namespace, container=COLLECTOR,
+                                                 _request_timeout=TIMEOUTS.api_call)
+    except ApiException as exc:
+        raise ComponentError(f"reading the log of cell pod {name}: {exc.status} "
+                             f"{exc.reason}") from None
+    cell.log = text
+    try:
+        cell.reports = parse_log(text)
+    except ValueError as exc:
+        raise ComponentError(f"cell pod {name}: {exc}") from None
+
+
+def start_fleet(backend: Backend, runtimes: list[Runtime], selector: str, parallelism: int,
+                pending: Callable[[list[str]], set[tuple[str, str]] | None] = lambda _: None
+                ) -> Fleet:
+    """Select the nodes, read their fingerprints and start one cell pod per node ×
+    runtime, ``parallelism`` at a time; ``pending(nodes)`` gives the (node, runtime) cells
+    with checks still to run (a resumed run), None for all."""
     kube: KubernetesBackend = backend  # type: ignore[assignment]
     started = time.monotonic()
     fleet = Fleet(selector=selector, nodes=select_nodes(kube, selector),
@@ -118,9 +194,12 @@ def start_fleet(backend: Backend, runtimes: list[Runtime], selector: str, parall
     for obj in kube.core.list_node(_request_timeout=TIMEOUTS.api_call).items:
         if obj.metadata.name in fleet.nodes:
             fleet.fingerprints[obj.metadata.name] = node_fingerprint(obj)
+            kube.node_kernels[obj.metadata.name] = obj.status.node_info.kernel_version
     kube.ensure_namespace()  # once, before the threads: every pod goes into it
     lacking = {rt.handler: set(kube.nodes_lacking(rt.handler)) for rt in runtimes}
     lock = threading.Lock()
+    fleet.watch = FleetWatch(kube.core, kube.namespace,
+                             f"{RUN_LABEL}={kube.run_id},{CELL_LABEL}=true").__enter__()
 
     def one(node: str, rt: Runtime) -> None:
         cell = Cell(node=node, runtime=rt)
@@ -131,9 +210,7 @@ def start_fleet(backend: Backend, runtimes: list[Runtime], selector: str, parall
             cell.missing = missing_reason(node, rt, "the handler is not installed there")
         else:
             try:
-                cell.pod = backend.create_pod(PodSpec(runtime=rt, name_prefix=f"fleet-{rt.name}",
-                                                      node_name=node))
-                cell.probe = probe(cell.pod)
+                _start_cell(kube, fleet.watch, cell)
             except ComponentError as exc:
                 text = str(exc)
                 first = text.split("\n", 1)[0]
@@ -141,13 +218,21 @@ def start_fleet(backend: Backend, runtimes: list[Runtime], selector: str, parall
                     cell.missing = missing_reason(node, rt, first)
                 else:
                     cell.broken = f"{rt.name} on node {node}: {first}"
+                if cell.pod is not None:
+                    _delete(kube, fleet.watch, cell.pod, wait=False)
+                    cell.pod = None
         cell.seconds = time.monotonic() - t0
         with lock:
             fleet.cells[(node, rt.name)] = cell
 
+    if hasattr(backend, "serve_logs"):
+        fleet.recorded = _record(kube, fleet.watch, runtimes)
+    wanted = pending(fleet.nodes)
+    todo = [(node, rt) for node in fleet.nodes for rt in runtimes
+            if wanted is None or (node, rt.name) in wanted]
     with ThreadPoolExecutor(max_workers=fleet.parallelism,
                             thread_name_prefix="sandcheck-fleet") as pool:
-        for future in [pool.submit(one, node, rt) for node in fleet.nodes for rt in runtimes]:
+        for future in [pool.submit(one, node, rt) for node, rt in todo]:
             future.result()
     for node in fleet.nodes:
         native = next((c for (n, _), c in fleet.cells.items() if n == node and c.probe
@@ -160,10 +245,54 @@ def start_fleet(backend: Backend, runtimes: list[Runtime], selector: str, parall
     return fleet
 
 
+def _record(kube: Any, watch: FleetWatch, runtimes: list[Runtime]) -> dict[str, Any]:
+    """A simulated fleet's pods replay what real ones printed: one real cell per runtime
+    on the backend's real node, its log handed to the backend to serve (so the checks of
+    simulated cells judge real reports). Returns what was recorded, for the environment."""
+    node = kube.recording_node
+    recordings: dict[str, dict[str, str]] = {}
+    recorded: dict[str, Any] = {"node": node, "cells": {}}
+    for rt in runtimes:
+        if rt.name in kube.missing_runtimes:
+            continue
+        cell = Cell(node=node, runtime=rt)
+        try:
+            _start_cell(kube, watch, cell)
+        except ComponentError as exc:
+            raise ComponentError(f"recording a real {rt.name} cell on {node} for the "
+                                 f"simulated nodes to replay: {exc}") from None
+        finally:
+            if cell.pod is not None:
+                _delete(kube, watch, cell.pod)
+        recordings[rt.name] = {COLLECTOR: cell.log}
+        recorded["cells"][rt.name] = {"pod": cell.pod.name if cell.pod else None,
+                                      "log_bytes": len(cell.log)}
+    kube.serve_logs(recordings)
+    return recorded
+
+
+def _delete(kube: KubernetesBackend, watch: FleetWatch, pod: KubePod, wait: bool = True
+            ) -> None:
+    """Delete a cell pod (its own short grace); with ``wait``, until the watch sees it
+    gone, so the runtime's processes are gone too."""
+    kube.delete_pod(pod, wait=False)
+    if wait:
+        try:
+            watch.wait(pod.name, lambda kind, obj, _: True if kind == "DELETED" else None,
+                       TIMEOUTS.pod_delete, f"cell pod {pod.namespace}/{pod.name} to go")
+        except ComponentError:
+            pass  # the namespace goes with the run; its pods with it
+    watch.forget(pod.name)
+
+
 def close_fleet(backend: Backend, fleet: Fleet) -> None:
-    """Delete the cells' pods, ``parallelism`` at a time (each delete waits for the pod)."""
+    """Delete the cells' pods, ``parallelism`` at a time, then stop the watch."""
+    kube: KubernetesBackend = backend  # type: ignore[assignment]
     pods = [c.pod for c in fleet.cells.values() if c.pod is not None]
-    with ThreadPoolExecutor(max_workers=fleet.parallelism) as pool:
-        list(pool.map(backend.delete_pod, pods))
+    if fleet.watch is not None:
+        with ThreadPoolExecutor(max_workers=fleet.parallelism) as pool:
+            list(pool.map(lambda pod: _delete(kube, fleet.watch, pod), pods))
+        fleet.watch.close()
+        fleet.watch = None
     for cell in fleet.cells.values():
         cell.pod = None

@@ -28,7 +28,6 @@ from sandcheck.clusters.base import (
     Refused,
     unique_name,
 )
-from sandcheck.clusters.fleet import node_fingerprint
 from sandcheck.clusters.kubeapi import api_message, gone
 from sandcheck.clusters.kubemanifest import pod_manifest
 from sandcheck.clusters.kubenamespace import KubeNamespace, namespace_for
@@ -42,14 +41,27 @@ from sandcheck.progress import Progress, quiet
 from sandcheck.timeouts import TIMEOUTS
 
 
-class KubePod:
-    """A pod with one probe container, reached through the API."""
+def node_fingerprint(node_obj: Any) -> dict[str, Any]:
+    """What the node's status says about it (pure over the client's V1Node)."""
+    info = node_obj.status.node_info
+    return {"kernel": info.kernel_version, "kubelet": info.kubelet_version,
+            "container_runtime": info.container_runtime_version, "os_image": info.os_image,
+            "architecture": info.architecture}
 
-    def __init__(self, cluster: KubeCluster, spec: PodSpec, name: str, namespace: str):
+
+class KubePod:
+    """A pod reached through the API; ``container`` is the one exec runs in (a fleet's
+    cell pod has several: sandcheck/clusters/cellpod.py)."""
+
+    def __init__(self, cluster: KubeCluster, spec: PodSpec, name: str, namespace: str,
+                 container: str = "probe"):
         self.cluster = cluster
         self.spec = spec
         self.name = name
         self.namespace = namespace
+        self.container = container
+        self.reports: dict[str, Any] | None = None
+        """A cell pod's container: its probe reports by mode, made at start."""
         self.timings: PhaseTimes = WatchedStart()
         self.uid: str | None = None
         self.node_name: str | None = None
@@ -109,6 +121,9 @@ class KubeCluster(KubeNamespace, KubeRuntimeClasses):
         self._namespace_ready = False
         self.timings: dict[str, float] = {}
         """Bring-up step -> monotonic seconds (``_step``), for the environment."""
+        self.node_kernels: dict[str, str] = {}
+        """Node -> kernel release, read once per node (a node's kernel does not change
+        during a run; a fleet's checks ask for it per cell)."""
 
     def _step(self, timing: str, step: Callable[[], object]) -> None:
         """Run one bring-up step, record its monotonic seconds and report them."""
@@ -189,8 +204,10 @@ class KubeCluster(KubeNamespace, KubeRuntimeClasses):
         node = pod.node_name or (pod.read().get("spec") or {}).get("nodeName")
         if not node:
             return None
-        info = self.core.read_node(node, _request_timeout=TIMEOUTS.api_call).status.node_info
-        return info.kernel_version
+        if node not in self.node_kernels:
+            info = self.core.read_node(node, _request_timeout=TIMEOUTS.api_call).status.node_info
+            self.node_kernels[node] = info.kernel_version
+        return self.node_kernels[node]
 
     def read_pod(self, name: str, namespace: str) -> dict[str, Any]:
         from kubernetes.client.rest import ApiException
@@ -225,7 +242,8 @@ class KubeCluster(KubeNamespace, KubeRuntimeClasses):
             pod.name, pod.namespace, _request_timeout=TIMEOUTS.api_call), TIMEOUTS.pod_delete)
 
     def exec_in_pod(self, pod: KubePod, argv: list[str], timeout: float) -> ExecResult:
-        return kubeexec.exec_in_pod(self.api_client, pod.name, pod.namespace, argv, timeout)
+        return kubeexec.exec_in_pod(self.api_client, pod.name, pod.namespace, argv, timeout,
+                                    container=pod.container)
 
     def host_pids(self, pod: KubePod) -> list[int]:
         return []

@@ -11,14 +11,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from sandcheck.clusters.apiflow import through
 from sandcheck.clusters.base import ExecResult
 from sandcheck.clusters.kubeapi import api_message
 from sandcheck.errors import ComponentError
 from sandcheck.timeouts import TIMEOUTS, WaitTimeout, wait_until
 
 
-def exec_in_pod(api_client, name: str, namespace: str, argv: list[str], timeout: float
-                ) -> ExecResult:
+def exec_in_pod(api_client, name: str, namespace: str, argv: list[str], timeout: float,
+                container: str = "probe") -> ExecResult:
     """Run ``argv`` in pod ``namespace/name`` through a client copied from ``api_client``'s
     configuration; ``timeout`` counts from before the connection."""
     from kubernetes import client
@@ -31,10 +32,11 @@ def exec_in_pod(api_client, name: str, namespace: str, argv: list[str], timeout:
     # the shared one (and concurrent execs of a burst) intact.
     exec_api = client.CoreV1Api(client.ApiClient(api_client.configuration))
     try:
-        ws = stream(exec_api.connect_get_namespaced_pod_exec, name, namespace,
-                    container="probe", command=list(argv), stdin=False, stdout=True,
-                    stderr=True, tty=False, _preload_content=False,
-                    _request_timeout=timeout)
+        # The handshake is paced, bounded and counted with the backend's requests.
+        ws = through(api_client, "EXEC", stream, exec_api.connect_get_namespaced_pod_exec,
+                     name, namespace, container=container, command=list(argv), stdin=False,
+                     stdout=True, stderr=True, tty=False, _preload_content=False,
+                     _request_timeout=timeout)
     except ApiException as exc:
         if isinstance(exc.__context__, (KeyboardInterrupt, SystemExit)):
             # The client turns a Ctrl-C during the handshake into an ApiException: the

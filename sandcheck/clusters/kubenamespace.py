@@ -8,6 +8,7 @@ ServiceAccount, so making it waits for that too.
 
 from __future__ import annotations
 
+from sandcheck.clusters.apiflow import idempotent
 from sandcheck.clusters.base import RUN_LABEL
 from sandcheck.clusters.kubeapi import gone
 from sandcheck.clusters.kubeevidence import KubeEvidence
@@ -35,7 +36,8 @@ class KubeNamespace(KubeEvidence):
         body = {"apiVersion": "v1", "kind": "Namespace",
                 "metadata": {"name": self.namespace, "labels": {RUN_LABEL: self.run_id}}}
         try:
-            self.core.create_namespace(body, _request_timeout=TIMEOUTS.api_call)
+            with idempotent():  # repeated after a 5xx: a 409 below means it exists
+                self.core.create_namespace(body, _request_timeout=TIMEOUTS.api_call)
         except ApiException as exc:
             if exc.status != 409:
                 raise ComponentError(f"creating namespace {self.namespace}: {exc.status} "

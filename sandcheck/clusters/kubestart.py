@@ -22,7 +22,7 @@ from sandcheck.errors import ComponentError
 from sandcheck.timeouts import TIMEOUTS, WaitTimeout, wait_until
 
 # Sandbox failures that retrying cannot fix: the node has no such handler.
-_HANDLER_MISSING = ("no runtime for", "RuntimeHandler", "runtime handler", "not supported")
+HANDLER_MISSING = ("no runtime for", "RuntimeHandler", "runtime handler", "not supported")
 # Container states that end a wait at once (the pod never gets to Running by itself).
 _FATAL_WAITING = {"ErrImageNeverPull", "InvalidImageName", "CreateContainerConfigError",
                   "CreateContainerError", "RunContainerError", "CrashLoopBackOff",
@@ -76,7 +76,7 @@ def handler_problem(events: list) -> str | None:
     """A FailedCreatePodSandBox event that says the node lacks the handler."""
     for ev in events:
         msg = ev.message or ""
-        if ev.reason == "FailedCreatePodSandBox" and any(s in msg for s in _HANDLER_MISSING):
+        if ev.reason == "FailedCreatePodSandBox" and any(s in msg for s in HANDLER_MISSING):
             return msg
     return None
 

@@ -22,17 +22,23 @@ from typing import Any
 from sandcheck.errors import ComponentError
 from sandcheck.timeouts import TIMEOUTS
 
-_END = "END"
+END = "END"
 """Queue item type of a stream that ended (reopen from the last resourceVersion)."""
 
 
 class PodWatch:
-    """``with PodWatch(core, namespace, name, seconds) as w: create...; w.next(timeout)``."""
+    """``with PodWatch(core, namespace, name, seconds) as w: create...; w.next(timeout)``.
 
-    def __init__(self, core, namespace: str, name: str, seconds: float):
+    ``name`` None with ``labels`` watches every pod of those labels (a fleet's cells);
+    ``lister`` another namespaced list call (events) and ``fields`` its field selector."""
+
+    def __init__(self, core, namespace: str, name: str | None, seconds: float, *,
+                 labels: str | None = None, fields: str | None = None, lister=None):
         self.core = core
         self.namespace = namespace
-        self.selector = f"metadata.name={name}"
+        self.selector = f"metadata.name={name}" if name else fields
+        self.labels = labels
+        self.list = lister or core.list_namespaced_pod
         self.seconds = seconds
         self.items: queue.Queue = queue.Queue()
         self.version = ""
@@ -41,8 +47,8 @@ class PodWatch:
 
     def __enter__(self) -> PodWatch:
         try:
-            listed = self.core.list_namespaced_pod(self.namespace, field_selector=self.selector,
-                                                   _request_timeout=TIMEOUTS.api_call)
+            listed = self.list(self.namespace, field_selector=self.selector,
+                               label_selector=self.labels, _request_timeout=TIMEOUTS.api_call)
         except Exception as exc:
             raise ComponentError(f"listing pods in {self.namespace} to watch one: "
                                  f"{exc}") from None
@@ -52,8 +58,9 @@ class PodWatch:
 
     def _open(self) -> None:
         try:
-            response = self.core.list_namespaced_pod(
-                self.namespace, field_selector=self.selector, watch=True,
+            response = self.list(
+                self.namespace, field_selector=self.selector, label_selector=self.labels,
+                watch=True,
                 resource_version=self.version,
                 timeout_seconds=int(self.seconds + TIMEOUTS.watch_margin),
                 _preload_content=False,
@@ -87,7 +94,7 @@ class PodWatch:
             pass
         finally:
             _quietly(response.close)
-        self.items.put((time.monotonic(), _END, {}))
+        self.items.put((time.monotonic(), END, {}))
 
     def next(self, timeout: float) -> tuple[float, str, dict[str, Any]] | None:
         """The next (arrival, type, pod), None when nothing arrives within ``timeout``."""
@@ -95,7 +102,7 @@ class PodWatch:
             item = self.items.get(timeout=max(0.0, timeout))
         except queue.Empty:
             return None
-        if item[1] == _END:
+        if item[1] == END:
             if not self._closed:
                 self._open()
             return None

@@ -82,6 +82,18 @@ BACKENDS: dict[str, BackendEntry] = {e.name: e for e in (
         workdir_prefix="local",
     ),
     BackendEntry(
+        name="kwok",
+        summary="the local backend plus --kwok-nodes simulated nodes kept by kwok: pods pinned "
+                "to them run at once and replay logs recorded on the real node",
+        factory="kwok.cluster:open_backend",
+        options=(_CONTAINERD,
+                 Option("--kwok-nodes", "kwok backend: simulated nodes (default 10)",
+                        {"type": int, "default": 10})),
+        available="kwok.binary:unavailable",
+        leftovers="local.leftovers:remove_leftovers",
+        workdir_prefix="kwok",
+    ),
+    BackendEntry(
         name="node",
         summary="no Kubernetes: a private containerd driven over CRI with crictl, the calls "
                 "kubelet makes",
@@ -167,6 +179,9 @@ def for_workdir(workdir: Path) -> BackendEntry | None:
 def open_backend(name: str, settings: BackendSettings) -> Backend:
     """The named backend, made (not started) from ``settings``; UserError for bad options."""
     backend = entry(name).open(settings)
+    if Capability.KUBERNETES_API in backend.capabilities:
+        # --api-qps, --api-burst, --api-max-in-flight: every Kubernetes backend's client
+        backend.limit_api(settings.options)  # type: ignore[attr-defined]
     if settings.image_ref:
         if Capability.KUBERNETES_API not in backend.capabilities:
             raise UserError(f"--image applies to Kubernetes backends (nodes pull it); the "

@@ -92,6 +92,29 @@ def alive(pid: int) -> bool:
     return True
 
 
+def memory(pid: int) -> dict[str, int] | None:
+    """A process's resident memory now and at its peak (VmRSS, VmHWM), in bytes; None
+    once it is gone."""
+    try:
+        lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    except OSError:
+        return None
+    found = {}
+    for line in lines:
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            found["rss_bytes" if key == "VmRSS" else "peak_rss_bytes"] = \
+                int(value.split()[0]) * 1024
+    return found or None
+
+
+def peak_rss_self() -> int:
+    """This process's peak resident memory in bytes (getrusage counts kilobytes)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def kill_mentioning(path: Path) -> list[int]:
     """Stop every process whose command line names ``path`` (daemons, shims, sandboxes)."""
     return kill_all([pid for pid, _ in processes_naming(path)])

@@ -44,6 +44,7 @@ from sandcheck.provision.tools import (
     GVISOR,
     GVISOR_SHIM_OOM_TOLERANT,
     KIND,
+    KWOK,
     REGISTRY,
 )
 from sandcheck.provision.versions import versions
@@ -100,6 +101,7 @@ def provision(
     kubernetes: bool = False,
     docker: bool = False,
     kind: bool = False,
+    kwok: bool = False,
     registry: bool = False,
     upstream: bool = False,
     progress: Progress = STDERR,
@@ -116,7 +118,8 @@ def provision(
     the pinned Kubernetes server binaries and etcd. ``docker`` installs Debian's docker.io
     for the docker backend's private dockerd. ``kind`` builds kind, the Kubernetes binaries
     (kubeadm among them) and the plain kind node image (after installing debootstrap and
-    docker.io). ``registry`` builds CNCF Distribution's registry (the kind backend's
+    docker.io). ``kwok`` builds kwok's controller and what the local backend it extends
+    needs (``kubernetes``). ``registry`` builds CNCF Distribution's registry (the kind backend's
     ``--kind-registry`` and the push-image tests). ``upstream`` builds critest (cri-tools'
     CRI validation suite, the pin crictl comes from), Kubernetes' e2e.test and agnhost (the
     Kubernetes pin), the ginkgo CLI that runs e2e.test in parallel, the registry their image
@@ -130,12 +133,14 @@ def provision(
     notes: list[str] = []
     if wants_gvisor:
         built.update(_gvisor(shim_oom_tolerant, notes, progress))
-    if kubernetes or kind:
+    if kubernetes or kind or kwok:
         built.update(build(KUBERNETES, progress))
         built.update(build(ETCD, progress))
     if kind:
         apt_install(KIND_PACKAGES, progress)
         built.update(build(KIND, progress))
+    if kwok:
+        built.update(build(KWOK, progress))
     if upstream:
         built.update(build(CRITEST, progress))
         built.update(build(E2E, progress))

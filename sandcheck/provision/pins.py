@@ -28,6 +28,10 @@ KIND_NODE_ETCD_TAG = "3.6.5-0"
 KIND_NODE_PAUSE_TAGS = ("3.10.1", "3.10")
 """pause tags preloaded: kubeadm v1.34's and the sandbox image kind's containerd config names."""
 
+KWOK_VERSION = "v0.8.0"
+"""kwok, the kwok backend's simulated nodes: its controller binary (cmd/kwok), built from the
+Go module proxy."""
+
 DISTRIBUTION_VERSION = "v3.1.2"
 """CNCF Distribution's registry: the loopback registry of the kind backend and the
 push-image tests."""

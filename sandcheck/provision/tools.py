@@ -174,6 +174,15 @@ KIND = GoTool(
     packages={"kind": "sigs.k8s.io/kind"},
 )
 
+# kwok's controller: keeps the kwok backend's simulated nodes Ready and plays their pods'
+# lifecycle, and serves their logs; `go install` builds it (about 4 minutes cold).
+KWOK = GoTool(
+    name="kwok",
+    module="sigs.k8s.io/kwok",
+    version=pins.KWOK_VERSION,
+    packages={"kwok": "sigs.k8s.io/kwok/cmd/kwok"},
+)
+
 # CNCF Distribution's `registry`: an OCI registry on the loopback address (the kind
 # backend's local registry, the push-image tests). Static (CGO_ENABLED=0), so the same
 # binary runs on the host and as the only file of a container image.

@@ -21,8 +21,9 @@ CERTIFICATION = "certification.json"
 CLUSTER = "cluster.json"
 REQUIRED = ("results.json", "report.html", "summary.md", "junit.xml", CLUSTER, CERTIFICATION)
 _CLUSTER_KEYS = ("backend", "backend_level", "kubernetes", "kubernetes_version", "cluster",
-                 "node_image", "engine", "nodes", "node_handlers", "node_fingerprints",
-                 "node_selection", "handlers_verified", "handlers_missing")
+                 "cluster_uid", "server", "node_image", "engine", "nodes", "node_handlers",
+                 "node_fingerprints", "node_selection", "handlers_verified",
+                 "handlers_missing", "shards")
 
 
 def sha256(path: Path) -> str:

@@ -5,18 +5,33 @@ conform on node N? A cell is *pass* when its checks ran and none failed, *fail* 
 the failing checks, *missing* when the node lacks the class (every check of the cell
 skipped as "missing on node ..."), *skipped* when nothing could be checked for another
 reason. Checks of a run without ``--nodes`` carry no node and are left out.
+
+Above FLEET_CELLS cells a run is a fleet's: the matrix comes collapsed (the verdict lines
+and the grouped failures of fleetview.py come first), and its failing cells are not listed
+one by one under it.
 """
 
 from __future__ import annotations
 
 import html
+import re
 from dataclasses import dataclass, field
 
 from sandcheck.clusters.fleet import MISSING_PREFIX
 from sandcheck.reports.results import Check, Results
 
+FLEET_CELLS = 50
+"""More node × class cells than this make a fleet report: the matrix collapsed, evidence
+of passing and skipped checks left in results.json, failures' evidence inlined for the
+first few nodes of each check (page.py says it on the page)."""
 VERDICT_ICONS = {"pass": "✅ pass", "fail": "❌ fail", "missing": "∅ missing",
                  "skipped": "⏭ skipped"}
+
+
+def cell_anchor(check_id: str, runtime: str | None, node: str | None) -> str:
+    """The HTML id of a check's evidence on the page (verdict lines link to it)."""
+    key = f"{check_id}-{runtime or 'any'}-{node or ''}"
+    return "check-" + re.sub(r"[^a-z0-9]+", "-", key.lower()).strip("-")
 
 
 @dataclass
@@ -29,6 +44,8 @@ class Verdict:
     passed: int = 0
     skipped: int = 0
     reason: str = ""
+    first_message: str = ""
+    """The first line of the first failing check's message (a fail), else the reason."""
 
     def to_dict(self) -> dict:
         return {"node": self.node, "runtime_class": self.runtime, "verdict": self.verdict,
@@ -44,14 +61,17 @@ def verdict_of(node: str, runtime: str, checks: list[Check]) -> Verdict:
                 skipped=len(skipped))
     if failing:
         v.verdict = "fail"
-        v.reason = "; ".join(next(c.message for c in checks if c.id == f and c.status in
-                                  ("failed", "error")).split("\n", 1)[0][:200] for f in failing)
+        firsts = [next(c.message for c in checks if c.id == f and c.status in
+                       ("failed", "error")).split("\n", 1)[0] for f in failing]
+        v.reason = "; ".join(m[:200] for m in firsts)
+        v.first_message = firsts[0]
     elif passed == 0:
         # pytest words a skip's message "Skipped: <reason>"
         missing = next((c.message.removeprefix("Skipped: ") for c in skipped
                         if c.message.removeprefix("Skipped: ").startswith(MISSING_PREFIX)), "")
         v.verdict = "missing" if missing else "skipped"
         v.reason = missing or (skipped[0].message if skipped else "no check ran")
+        v.first_message = v.reason
     return v
 
 
@@ -77,13 +97,23 @@ def fingerprint_line(results: Results, node: str) -> str:
     return " · ".join(str(p) for p in parts if p)
 
 
+def tally(grid: dict[tuple[str, str], Verdict]) -> str:
+    """``2,951 pass · 9 fail · 40 missing`` over the cells (verdicts that occur)."""
+    counts = {k: sum(v.verdict == k for v in grid.values()) for k in VERDICT_ICONS}
+    return " · ".join(f"{n:,} {k}" for k, n in counts.items() if n)
+
+
 def matrix_markdown(results: Results) -> list[str]:
     nodes, runtimes, grid = _grid(results)
     if not nodes:
         return []
-    out = ["## Nodes × runtime classes", "",
-           "| node | " + " | ".join(runtimes) + " | kernel · kubelet · runtime |",
-           "|---|" + "---|" * len(runtimes) + "---|"]
+    fleet = len(grid) > FLEET_CELLS
+    out = ["## Nodes × runtime classes", ""]
+    if fleet:  # GitHub renders Markdown inside <details> when blank lines surround it
+        out += [f"<details><summary>{len(nodes):,} nodes × {len(runtimes)} classes: "
+                f"{tally(grid)} (click to open)</summary>", ""]
+    out += ["| node | " + " | ".join(runtimes) + " | kernel · kubelet · runtime |",
+            "|---|" + "---|" * len(runtimes) + "---|"]
     for node in nodes:
         cells = []
         for rt in runtimes:
@@ -91,6 +121,8 @@ def matrix_markdown(results: Results) -> list[str]:
             cells.append(VERDICT_ICONS[v.verdict] if v else "·")
         out.append(f"| `{node}` | " + " | ".join(cells) + f" | {fingerprint_line(results, node)} |")
     out.append("")
+    if fleet:  # the failing cells are grouped in the verdict above
+        return out + ["</details>", ""]
     for v in [v for v in grid.values() if v.verdict in ("fail", "missing")]:
         detail = ", ".join(f"`{f}`" for f in v.failing) if v.failing else v.reason
         out.append(f"- {VERDICT_ICONS[v.verdict]} `{v.node}` × `{v.runtime}`: {detail}")
@@ -116,6 +148,11 @@ def matrix_html(results: Results) -> str:
     rows = [f"<tr><td><code>{html.escape(node)}</code></td>"
             + "".join(_cell_html(grid.get((node, rt))) for rt in runtimes)
             + f"<td>{html.escape(fingerprint_line(results, node))}</td></tr>" for node in nodes]
-    return (f"<h2>Nodes × runtime classes</h2><table><thead><tr><th>node</th>{head}"
-            f"<th>kernel · kubelet · container runtime</th></tr></thead>"
-            f"<tbody>{''.join(rows)}</tbody></table>")
+    table = (f"<table><thead><tr><th>node</th>{head}"
+             f"<th>kernel · kubelet · container runtime</th></tr></thead>"
+             f"<tbody>{''.join(rows)}</tbody></table>")
+    if len(grid) <= FLEET_CELLS:
+        return f"<h2>Nodes × runtime classes</h2>{table}"
+    return ('<details class="matrix" id="matrix"><summary><h2>Nodes × runtime classes</h2> '
+            f'<span class="muted">{len(nodes):,} nodes × {len(runtimes)} classes: '
+            f"{html.escape(tally(grid))} (click to open)</span></summary>{table}</details>")

@@ -14,7 +14,9 @@ import shlex
 from datetime import datetime, timezone
 from typing import Any
 
-from sandcheck.reports.matrix import matrix_html
+from sandcheck.reports.fleetview import CSS as FLEET_CSS
+from sandcheck.reports.fleetview import EVIDENCE_PER_CHECK, groups, short
+from sandcheck.reports.matrix import FLEET_CELLS, matrix_html, verdicts
 from sandcheck.reports.plots import (
     PLOT_FIRST,
     PLOT_MIN_SAMPLES,
@@ -41,6 +43,11 @@ from sandcheck.reports.values import num, scale, stats, unit_kind
 from sandcheck.reports.verdict import check_anchor, verdict_html
 
 OUTPUT_LIMIT = 4000
+ENV_ENTRIES = 50
+"""An environment value with more entries than this (a fleet's per-node facts) is shown
+grouped by distinct value, or its first entries; all of it is in results.json."""
+TIP_LINES = 5
+"""Messages a conformance cell's tooltip lists (a fleet's cell holds a check per node)."""
 STATS = ("count", "min", "p05", "p50", "p95", "p99", "max")
 
 CSS = """
@@ -89,7 +96,10 @@ details>summary{cursor:pointer;padding:2px 0}
 #verdict .cost:before{content:"· ";color:#9aa3b2}
 b.ok{color:#17602a}b.bad{color:#9b1c1c}
 details.env-all>summary h2{display:inline-block;border:0;margin:24px 0 6px}
-"""
+details.matrix>summary h2{display:inline-block;border:0;margin:24px 8px 6px 0}
+details.failmore{margin:2px 0 10px 6px;font-size:13px}
+details.failmore li{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12px}
+""" + FLEET_CSS
 
 
 def esc(value: Any) -> str:
@@ -98,22 +108,28 @@ def esc(value: Any) -> str:
 
 def render_html(results: Results) -> str:
     counts = totals(results)
-    chips = "".join(f'<span class="chip s-{s}">{n} {s}</span>' for s, n in counts.items())
+    chips = "".join(f'<span class="chip s-{s}">{n:,} {s}</span>' for s, n in counts.items())
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    fleet = is_fleet(results)
     parts = [
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">',
         "<title>sandcheck report</title>", f"<style>{CSS}</style></head><body><main>",
         "<h1>sandcheck report</h1>",
-        f'<p class="sub">generated {stamp} · {len(results.checks)} checks · '
+        f'<p class="sub">generated {stamp} · {len(results.checks):,} checks · '
         f"{len(results.metrics)} metrics</p><p>{chips}</p>",
         verdict_html(results), matrix_html(results), surface_html(results),
         upstream_html(results),
-        conformance_html(results), failures_html(results), plots_html(results),
-        metrics_html(results), other_evidence_html(results),
+        conformance_html(results), failures_html(results, fleet), plots_html(results),
+        metrics_html(results), other_evidence_html(results, fleet),
         "<details class=env-all><summary><h2>Environment</h2></summary>",
         env_table(results.environment), "</details>", "</main></body></html>",
     ]
     return "\n".join(p for p in parts if p)
+
+
+def is_fleet(results: Results) -> bool:
+    """More node × class cells than FLEET_CELLS: the page keeps to what a browser opens."""
+    return len(verdicts(results)) > FLEET_CELLS
 
 
 def env_table(env: Any) -> str:
@@ -124,6 +140,8 @@ def env_table(env: Any) -> str:
 
 
 def env_value(value: Any) -> str:
+    if isinstance(value, (dict, list, tuple)) and len(value) > ENV_ENTRIES:
+        return env_many(value)
     if isinstance(value, dict):
         return env_table(value) if value else '<span class="muted">(empty)</span>'
     if isinstance(value, (list, tuple)):
@@ -131,6 +149,42 @@ def env_value(value: Any) -> str:
             return esc(", ".join(str(v) for v in value))
         return f"<pre>{esc(pretty(value))}</pre>"
     return esc(value)
+
+
+def env_many(value: dict | list | tuple) -> str:
+    """A dict by distinct value (how many keys hold it, the first few); a list's first
+    entries. Per-node facts of a thousand nodes read as a handful of rows."""
+    note = f'<p class="muted">{len(value):,} entries; all of them in results.json</p>'
+    if isinstance(value, dict):
+        by: dict[str, list[str]] = {}
+        for key, item in value.items():
+            by.setdefault(json.dumps(item, sort_keys=True, default=str), []).append(str(key))
+        rows = []
+        for keys in sorted(by.values(), key=len, reverse=True)[:ENV_ENTRIES]:
+            names = ", ".join(keys[:3]) + (f", … +{len(keys) - 3:,}" if len(keys) > 3 else "")
+            rows.append(f"<tr><td>{len(keys):,} × ({esc(names)})</td>"
+                        f"<td>{env_value(value[keys[0]])}</td></tr>")
+        more = len(by) - ENV_ENTRIES
+        tail = f'<p class="muted">… {more:,} more distinct values</p>' if more > 0 else ""
+        return f'{note}<table class="env">{"".join(rows)}</table>{tail}'
+    if all(not isinstance(v, (dict, list, tuple)) for v in value[:10]):
+        return f"{note}{esc(', '.join(str(v) for v in value[:10]))} …"
+    return f"{note}<pre>{esc(pretty(list(value[:3])))}</pre> …"
+
+
+def _tip(checks: list[Check]) -> str:
+    """A conformance cell's tooltip: each check's status and message, or for many checks
+    (a fleet) the count per status and the first few messages."""
+    lines = [f"{c.status}: {c.message}" if c.message else c.status for c in checks]
+    if len(checks) <= TIP_LINES:
+        return "\n".join(lines)
+    counts: dict[str, int] = {}
+    for c in checks:
+        counts[c.status] = counts.get(c.status, 0) + 1
+    said = [f"{c.status} on {c.node}: {short(c.message, 200)}" if c.node else
+            f"{c.status}: {short(c.message, 200)}"
+            for c in checks if c.status != "passed" and c.message][:TIP_LINES]
+    return "\n".join([", ".join(f"{n:,} {s}" for s, n in counts.items()), *said])
 
 
 def conformance_html(results: Results) -> str:
@@ -147,8 +201,10 @@ def conformance_html(results: Results) -> str:
                 tds.append('<td class="none">·</td>')
                 continue
             status = worst(checks)
-            tip = "\n".join(f"{c.status}: {c.message}" if c.message else c.status for c in checks)
-            more = f" ×{len(checks)}" if len(checks) > 1 else ""
+            tip = _tip(checks)
+            same = sum(c.status == status for c in checks)
+            more = (f" ×{len(checks):,}" if same == len(checks) else f" {same:,}/{len(checks):,}"
+                    ) if len(checks) > 1 else ""
             label = f"{esc(status)}{more}"
             if status in ("failed", "error"):
                 bad = next(c for c in checks if c.status == status)
@@ -205,7 +261,8 @@ def evidence_html(items: list[dict[str, Any]]) -> str:
 
 
 def check_html(check: Check, open_: bool) -> str:
-    title = f"{check.id} [{check.runtime or NO_RUNTIME}] — {check.status}"
+    where = f" on {check.node}" if check.node else ""
+    title = f"{check.id} [{check.runtime or NO_RUNTIME}]{where} — {check.status}"
     body = (f'<div class="msg">{esc(check.message)}</div>' if check.message else "")
     meta = f'<p class="muted">{esc(check.nodeid)} · {num(check.duration_seconds)}s</p>'
     inner = f"{body}{meta}{evidence_html(check.evidence)}"
@@ -218,19 +275,51 @@ def check_html(check: Check, open_: bool) -> str:
             f"<summary>{esc(title)}</summary>{inner}</details>")
 
 
-def failures_html(results: Results) -> str:
+def failures_html(results: Results, fleet: bool = False) -> str:
+    """Every failure with its evidence; in a fleet report the first EVIDENCE_PER_CHECK of
+    each check and class with it, the others one line each (their evidence stays in
+    results.json), so a check failing on thousands of nodes stays a page a browser opens."""
     bad = problems(results)
     if not bad:
         return ""
-    return ('<h2>Failures and errors</h2><p class="muted">Each with its evidence: click to '
-            'expand.</p>' + "".join(check_html(c, open_=True) for c in bad))
+    head = '<h2>Failures and errors</h2><p class="muted">Each with its evidence: click to expand.'
+    if not fleet:
+        return head + "</p>" + "".join(check_html(c, open_=True) for c in bad)
+    by: dict[tuple[str, str], list[Check]] = {}
+    for c in bad:
+        by.setdefault((c.runtime or NO_RUNTIME, c.id), []).append(c)
+    linked = {g.anchor for g in groups(verdicts(results))}  # what the verdict links to
+    parts = [f"{head} A fleet report shows the evidence of the first {EVIDENCE_PER_CHECK} "
+             "nodes of each check and class (and of each group's first node above); the "
+             "others' is in results.json.</p>"]
+    for (runtime, cid), checks in sorted(by.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        checks.sort(key=lambda c: c.node or "")
+        parts.append(f"<h3><code>{esc(cid)}</code> [{esc(runtime)}]: {len(checks):,} "
+                     f"failure{'s' * (len(checks) != 1)}</h3>")
+        full = [c for i, c in enumerate(checks)
+                if i < EVIDENCE_PER_CHECK or check_anchor(c) in linked]
+        parts += [check_html(c, open_=True) for c in full]
+        shown = {id(c) for c in full}
+        rest = [c for c in checks if id(c) not in shown]
+        if rest:
+            items = "".join(f'<li id="{check_anchor(c)}">{esc(c.node or "")}: '
+                            f"{esc(short(c.message, 200))}</li>" for c in rest)
+            parts.append(f'<details class="failmore"><summary>{len(rest):,} more, their '
+                         f"messages</summary><ul>{items}</ul></details>")
+    return "".join(parts)
 
 
-def other_evidence_html(results: Results) -> str:
-    """Collapsed, at the end: a certification report keeps the evidence of every check."""
+def other_evidence_html(results: Results, fleet: bool = False) -> str:
+    """Collapsed, at the end: a certification report keeps the evidence of every check
+    (a fleet report in results.json only: inlined per cell it would not open)."""
     rest = [c for c in results.checks if c.status not in ("failed", "error") and c.evidence]
     if not rest:
         return ""
+    if fleet:
+        return ("<h2>Evidence of the other checks</h2>"
+                f'<p class="muted">{len(rest):,} passing and skipped checks carry evidence. '
+                f"Above {FLEET_CELLS} node × class cells it is not inlined here: it is in "
+                "results.json (checks[].evidence) beside this page.</p>")
     return ("<h2>Evidence of the other checks</h2>" +
             "".join(check_html(c, open_=False) for c in rest))
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from sandcheck.reports.matrix import matrix_markdown
+from sandcheck.reports.matrix import FLEET_CELLS, matrix_markdown, verdicts
 from sandcheck.reports.results import Results
 from sandcheck.reports.surface import surface_markdown
 from sandcheck.reports.tables import (
@@ -39,15 +39,16 @@ def md_cell(text: Any, limit: int = 160) -> str:
 def render_markdown(results: Results) -> str:
     counts = totals(results)
     lines = ["# sandcheck results", ""]
-    counted = ", ".join(f"{ICONS[s]} {n} {s}" for s, n in counts.items())
-    lines.append(f"**{len(results.checks)} checks:** {counted} · "
+    counted = ", ".join(f"{ICONS[s]} {n:,} {s}" for s, n in counts.items())
+    lines.append(f"**{len(results.checks):,} checks:** {counted} · "
                  f"**{len(results.metrics)} metrics**")
     env = results.environment
     facts = [f"{k} `{md_cell(env[k], 60)}`" for k in ("backend", "backend_level", "host_kernel")
              if k in env]
     lines += ["", *verdict_markdown(results), *matrix_markdown(results),
               *surface_markdown(results), *upstream_markdown(results),
-              *md_conformance(results), *md_failures(results),
+              *md_conformance(results),
+              *md_failures(results, len(verdicts(results)) > FLEET_CELLS),
               *md_metrics(results)]
     if facts:
         lines += ["## Environment", "", " · ".join(facts), "",
@@ -95,7 +96,9 @@ def md_metrics(results: Results) -> list[str]:
     return out + [""]
 
 
-def md_failures(results: Results) -> list[str]:
+def md_failures(results: Results, fleet: bool = False) -> list[str]:
+    """Each failure, deviation and skip with its message; in a fleet run one line per check
+    and class (on how many nodes, the first message), not one per cell."""
     out: list[str] = []
     for title, checks in (("Failures", problems(results)),
                           ("Declared deviations", [c for c in results.checks
@@ -105,9 +108,27 @@ def md_failures(results: Results) -> list[str]:
         if not checks:
             continue
         out += [f"## {title}", ""]
+        if fleet:
+            out += _grouped(checks)
+            out.append("")
+            continue
         for c in checks:
             message = f": {md_cell(c.message, 200)}" if c.message else ""
             out.append(f"- {ICONS.get(c.status, '?')} `{c.id}` [{c.runtime or NO_RUNTIME}]"
                        f"{message}")
         out.append("")
+    return out
+
+
+def _grouped(checks: list) -> list[str]:
+    by: dict[tuple[str, str, str], list] = {}
+    for c in checks:
+        by.setdefault((c.status, c.id, c.runtime or NO_RUNTIME), []).append(c)
+    out = []
+    for (status, cid, runtime), cs in sorted(by.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        nodes = len({c.node for c in cs if c.node})
+        where = f" on {nodes:,} node{'s' * (nodes != 1)}" if nodes else f" ×{len(cs):,}"
+        first = next((c.message for c in cs if c.message), "")
+        message = f" (first message: {md_cell(first, 200)})" if first else ""
+        out.append(f"- {ICONS.get(status, '?')} `{cid}` [{runtime}]{where}{message}")
     return out

@@ -10,10 +10,11 @@ environment follow in page.py and summary.py.
 from __future__ import annotations
 
 import html
-import re
 import statistics
 from dataclasses import dataclass, field
 
+from sandcheck.reports.fleetview import ClassTally, class_tallies, fleet_html, fleet_markdown
+from sandcheck.reports.matrix import cell_anchor, verdicts
 from sandcheck.reports.results import Check, Results
 from sandcheck.reports.spread import NOTHING, Spread, median_ratio, ratio_text
 from sandcheck.reports.startcompare import CRI_START, HEADLINE, compare_starts
@@ -26,8 +27,7 @@ BAD = ("failed", "error")
 
 def check_anchor(check: Check) -> str:
     """The HTML id of a check's evidence (verdict lines link to it)."""
-    key = f"{check.id}-{check.runtime or 'any'}-{getattr(check, 'node', None) or ''}"
-    return "check-" + re.sub(r"[^a-z0-9]+", "-", key.lower()).strip("-")
+    return cell_anchor(check.id, check.runtime, getattr(check, "node", None))
 
 
 @dataclass
@@ -71,11 +71,11 @@ class RuntimeVerdict:
         if not self.checks:
             return "no checks run"
         if self.failed:
-            return f"{len(self.failed)} of {len(self.checks)} checks failed"
-        skipped = f", {self.skipped} skipped" if self.skipped else ""
+            return f"{len(self.failed):,} of {len(self.checks):,} checks failed"
+        skipped = f", {self.skipped:,} skipped" if self.skipped else ""
         if self.deviations:
             skipped += f", {self.deviations} declared deviations"
-        counted = f"{self.passed} of {len(self.checks)} checks passed{skipped}"
+        counted = f"{self.passed:,} of {len(self.checks):,} checks passed{skipped}"
         if any(c.id.startswith("isolation.") for c in self.checks):
             return f"isolates as expected: {counted}"
         return counted
@@ -123,9 +123,32 @@ def _costs(v: RuntimeVerdict) -> list[str]:
 
 # ---- HTML ----
 
+def _fleet_line(v: RuntimeVerdict, t: ClassTally) -> tuple[str, str]:
+    """(status, HTML) of a class's line in a run with nodes: nodes first, then checks."""
+    parts = [html.escape(p) for p in t.parts()]
+    if t.failed:
+        parts[1] = f'<b class="bad">{parts[1]}</b>'
+    loose = {c.id: c for c in v.failed if not c.node}  # checks of the class on no node
+    links = ", ".join(f'<a href="#{check_anchor(c)}"><code>{html.escape(i)}</code></a>'
+                      for i, c in loose.items())
+    checks = html.escape(v.checks_text()) + (f" (on no node: {links})" if links else "")
+    status = "failed" if t.failed or loose else t.status
+    costs = "".join(f'<span class="cost">{html.escape(c)}</span>' for c in _costs(v))
+    return status, (f'<span class="what">{" · ".join(parts)}</span>'
+                    f'<span class="cost">{checks}</span>{costs}')
+
+
 def verdict_html(results: Results) -> str:
+    cells = verdicts(results)
+    tallies = class_tallies(cells)
     lines = []
     for v in runtime_verdicts(results):
+        tally = tallies.get(v.runtime)
+        if tally is not None:
+            status, inner = _fleet_line(v, tally)
+            lines.append(f'<div class="verdict v-{status}"><b>{html.escape(v.runtime)}</b>'
+                         f"{inner}</div>")
+            continue
         failed = ", ".join(f'<a href="#{check_anchor(c)}"><code>{html.escape(c.id)}</code></a>'
                            for c in v.failed)
         text = html.escape(v.checks_text()) + (f": {failed}" if failed else "")
@@ -134,8 +157,8 @@ def verdict_html(results: Results) -> str:
                      f'<span class="what">{text}</span>{costs}</div>')
     if not lines:
         return ""
-    return ('<section id="verdict"><h2>Verdict</h2>' + "".join(lines) + "</section>"
-            + start_comparison_html(results))
+    return ('<section id="verdict"><h2>Verdict</h2>' + "".join(lines) + fleet_html(cells)
+            + "</section>" + start_comparison_html(results))
 
 
 def start_comparison_html(results: Results) -> str:
@@ -181,14 +204,24 @@ ICON = {"passed": "✅", "failed": "❌", "skipped": "⏭"}
 
 
 def verdict_markdown(results: Results) -> list[str]:
+    cells = verdicts(results)
+    tallies = class_tallies(cells)
     out = []
     for v in runtime_verdicts(results):
+        tally = tallies.get(v.runtime)
+        if tally is not None:
+            loose = sorted({f"`{c.id}`" for c in v.failed if not c.node})
+            checks = v.checks_text() + (f" (on no node: {', '.join(loose)})" if loose else "")
+            icon = ICON["failed" if tally.failed or loose else tally.status]
+            out.append(f"- {icon} **{v.runtime}**: "
+                       + " · ".join([*tally.parts(), checks, *_costs(v)]))
+            continue
         failed = ", ".join(f"`{c.id}`" for c in v.failed)
         text = v.checks_text() + (f": {failed}" if failed else "")
         out.append(f"- {ICON[v.status]} **{v.runtime}**: " + " · ".join([text, *_costs(v)]))
     if not out:
         return []
-    out = ["## Verdict", "", *out, ""]
+    out = ["## Verdict", "", *out, "", *fleet_markdown(cells)]
     rows = compare_starts(results)
     if rows:
         out += ["**Does the headline start show the runtime?** (difference of medians, "

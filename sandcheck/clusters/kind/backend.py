@@ -21,6 +21,7 @@ import json
 import re
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,8 @@ from sandcheck.provision.pins import KIND_VERSION
 from sandcheck.timeouts import TIMEOUTS, wait_until
 
 WAIT_READY = "240s"
+INSTALLS_AT_ONCE = 8
+"""Nodes whose handlers are installed at the same time."""
 NAME_PATTERN = r"[a-z0-9]([-a-z0-9]{0,48}[a-z0-9])?"
 """kind cluster names become container and network names."""
 KUBELET_PATCH = {"apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration",
@@ -167,7 +170,8 @@ class KindCluster(KubeCluster):
                 self.missing_runtimes[rt.name] = why
                 self.runtimes.remove(rt)
         self.plans = layout.plan(self.kind.nodes(self.cluster), self.runtimes)
-        for plan in self.plans:
+
+        def install(plan) -> None:
             done = NodeInstaller(self.engine, plan.node, self.progress).install(
                 list(plan.runtimes))
             self.installed[plan.node] = done
@@ -176,6 +180,13 @@ class KindCluster(KubeCluster):
                           f"{'; ' + '; '.join(done) if done else ' (already there)'}")
             self.core.patch_node(plan.node, {"metadata": {"labels": plan.labels}},
                                  _request_timeout=TIMEOUTS.api_call)
+
+        # Every node at once: a node's install (copy binaries, patch its containerd config,
+        # restart containerd) touches that node only, so workers add no time of their own.
+        with ThreadPoolExecutor(max_workers=max(1, min(len(self.plans), INSTALLS_AT_ONCE)),
+                                thread_name_prefix="sandcheck-kind-install") as pool:
+            for future in [pool.submit(install, plan) for plan in self.plans]:
+                future.result()
         self._wait_nodes_ready()
 
     def _wait_nodes_ready(self) -> None:

@@ -77,6 +77,7 @@ class LocalCluster(KubeCluster):
     capabilities = frozenset({Capability.KUBERNETES_API, Capability.HOST_PROCESSES,
                               Capability.CRI_INSPECT, Capability.NODE_CGROUPS,
                               Capability.NODE_IS_HOST, Capability.NODE_IMAGES})
+    stop_order = STOP_ORDER
 
     def __init__(self, runtimes: list[Runtime], run_id: str, image: ProbeImage | None,
                  containerd: str | None = None, keep: bool = False,
@@ -306,6 +307,17 @@ class LocalCluster(KubeCluster):
 
     # -- evidence -------------------------------------------------------------------------
 
+    def component_memory(self) -> dict[str, dict[str, int]]:
+        """Resident memory of each component now and at its peak (a fleet run's cost on
+        the control plane)."""
+        found = {}
+        for name, component in self.components.items():
+            if component.proc is not None:
+                mem = hostproc.memory(component.proc.pid)
+                if mem:
+                    found[name] = mem
+        return found
+
     def component_logs(self) -> dict[str, str]:
         logs = {}
         if "kubelet" in self.components:
@@ -399,7 +411,7 @@ class LocalCluster(KubeCluster):
             # Pods go while kubelet runs, so their sandboxes are torn down properly. With a
             # component dead they cannot go that way: the run's cgroups are killed below.
             steps.append(("delete namespace", lambda: self.delete_namespace(TIMEOUTS.pod_delete)))
-        for name in STOP_ORDER:
+        for name in self.stop_order:
             comp = self.components.get(name)
             if comp is not None:
                 steps.append((f"stop {name}", comp.stop))
