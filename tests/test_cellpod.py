@@ -125,3 +125,15 @@ def test_the_containers_scripts_hand_every_report_to_the_collector(tmp_path):
     assert found[("unfiltered", "json")].data == {"mode": "json"}
     assert "exited 2" in found[("probe", "escape")].problem
     assert (reports / "done").exists()
+
+
+def test_one_describe_of_every_cell_pod_splits_by_pod():
+    from sandcheck.clusters.kube import split_descriptions
+
+    text = ("Name:             cell-runc-1\nNamespace:        ns\nRuntime Class Name:  runc\n"
+            "Containers:\n  probe:\n    Name:  nested, indented\n\n\n"
+            "Name:             cell-runsc-2\nRuntime Class Name:  gvisor\n")
+    parts = split_descriptions(text)
+    assert set(parts) == {"cell-runc-1", "cell-runsc-2"}
+    assert "Runtime Class Name:  runc" in parts["cell-runc-1"]
+    assert "gvisor" not in parts["cell-runc-1"] and "gvisor" in parts["cell-runsc-2"]

@@ -12,11 +12,11 @@ took to be Ready.
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import pytest
 import yaml
+from helpers import skip_unless_kwok_runs, started_kwok
 
 from sandcheck.catalog import Catalog
 from sandcheck.clusters import registry
@@ -141,30 +141,10 @@ def test_the_backend_is_registered_with_its_options(catalog):
 # -- a real bring-up ----------------------------------------------------------------------
 
 
-def _skip_unless_kwok_runs() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("the kwok backend's local cluster needs root")
-    why = registry.entry("kwok").unavailable()
-    if why:
-        pytest.skip(f"the kwok backend cannot run here: {why}")
-
-
-def _started(nodes: int, runtimes: str) -> KwokCluster:
-    from sandcheck.clusters.base import new_run_id
-    from sandcheck.fixtures.image import build_probe_image
-    from sandcheck.provision.paths import cache_dir
-
-    image = build_probe_image(cache_dir() / "probe")
-    backend = KwokCluster(Catalog.load().select(runtimes), new_run_id(), image, nodes=nodes,
-                          progress=print)
-    backend.start()
-    return backend
-
-
 @pytest.fixture(scope="module")
 def kwok():
-    _skip_unless_kwok_runs()
-    backend = _started(5, "runc,crun,runsc")
+    skip_unless_kwok_runs()
+    backend = started_kwok(5, "runc,crun,runsc")
     try:
         yield backend
     finally:
@@ -278,9 +258,9 @@ def test_teardown_leaves_nothing(kwok):
 @pytest.mark.integration
 def test_two_hundred_simulated_nodes_come_up():
     """Scale smoke: no bound asserted, the time printed."""
-    _skip_unless_kwok_runs()
+    skip_unless_kwok_runs()
     started = time.monotonic()
-    backend = _started(200, "runc")
+    backend = started_kwok(200, "runc")
     try:
         up = time.monotonic() - started
         assert len(ready_nodes(backend.core)) == 200

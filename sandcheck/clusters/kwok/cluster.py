@@ -128,7 +128,14 @@ class KwokCluster(LocalCluster):
         ctx = ssl.create_default_context(cafile=str(self.pki.path("ca", "crt")))
         comp.wait_http(f"https://{LOOPBACK}:{self.ports['kwok']}/healthz", TIMEOUTS.daemon_start,
                        ssl_context=ctx, ok=lambda body: body.strip() == "ok")
-        self.pod_logs = PodLogs(self.api_client, self._simulated, self.recordings_dir)
+        # A client of its own: what the simulator does per pod (a Logs object, an
+        # annotation) is kwok's share of the work, not the certifying run's, so it is
+        # neither paced by nor counted in the run's API limits (api_requests).
+        from kubernetes import config as kconfig
+
+        self.simulator_client = kconfig.new_client_from_config(
+            config_file=str(self.kubeconfig_path))
+        self.pod_logs = PodLogs(self.simulator_client, self._simulated, self.recordings_dir)
         self.pod_logs.start()
 
     def _install_logs_crd(self) -> None:
@@ -243,6 +250,9 @@ class KwokCluster(LocalCluster):
                 self.pod_logs.close()
             except Exception as exc:
                 self.progress(f"kwok cluster teardown: closing the pod log watch: {exc}")
+        if getattr(self, "simulator_client", None) is not None:
+            self.simulator_client.close()
+            self.simulator_client = None
         super().stop()
 
 
