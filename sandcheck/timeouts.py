@@ -95,6 +95,8 @@ class Timeouts:
     """Headless Chromium rendering one report page."""
     cell_reports: float = 90.0
     """A fleet cell's collector waiting for the reports of the pod's other containers."""
+    cell_log: float = 10.0
+    """Asking again for a ready cell pod's log that its log server cannot give yet (400)."""
     bulk_describe: float = 900.0
     """One ``kubectl describe pods`` of every cell pod of a fleet (a request per pod)."""
     fleet_run: float = 3600.0

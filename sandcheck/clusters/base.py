@@ -60,6 +60,8 @@ class Capability(enum.Enum):
     NODE_IMAGES = ("images built here imported into the cluster nodes' containerd, and their "
                    "pulls routed to a registry on this machine",
                    "--backend local, or --backend kind on a cluster the run creates")
+    SIMULATED_NODES = ("simulated nodes whose pods replay what real cells on this machine "
+                       "printed (recording_node, serve_logs)", "--backend kwok")
 
     @property
     def gives(self) -> str:
@@ -338,6 +340,10 @@ class KubernetesBackend(Backend, Protocol):
         ...
 
     def remove_pod(self, name: str, namespace: str) -> None: ...
+
+    def delete_pods(self, pods: list[Pod]) -> None:
+        """Delete them all at once, then wait until all are gone."""
+        ...
 
     def read_pod(self, name: str, namespace: str) -> dict[str, Any]: ...
 

@@ -74,16 +74,9 @@ security context; a check asking for another pod gets a pod of its own."""
 def variant_of(spec: PodSpec) -> Variant | None:
     """The cell container a check's pod spec is served by: same security context, the
     default command and nothing else asked for (pure)."""
+    asked = replace(spec, name_prefix=PodSpec.name_prefix, node_name=None)
     plain = PodSpec(runtime=spec.runtime)
-    if (spec.command != plain.command or spec.add_capabilities or spec.labels
-            or spec.runtime_class_name or spec.node_selector or spec.resources):
-        return None
-    for variant in VARIANTS:
-        if variant.spec(replace(spec, name_prefix=plain.name_prefix,
-                                node_name=None)) == replace(
-                spec, name_prefix=plain.name_prefix, node_name=None):
-            return variant
-    return None
+    return next((v for v in VARIANTS if v.spec(plain) == asked), None)
 
 
 def _runner(variant: Variant) -> str:

@@ -18,20 +18,28 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from sandcheck.catalog import Runtime
-from sandcheck.clusters.base import RUN_LABEL, Backend, KubernetesBackend, PodSpec, unique_name
+from sandcheck.clusters.base import (
+    RUN_LABEL,
+    Backend,
+    Capability,
+    KubernetesBackend,
+    PodSpec,
+    unique_name,
+)
 from sandcheck.clusters.cellpod import CELL_LABEL, COLLECTOR, Report, cell_manifest, parse_log
 from sandcheck.clusters.fleetwatch import FleetWatch
 from sandcheck.clusters.kube import KubePod, node_fingerprint
 from sandcheck.clusters.kubeapi import api_message
 from sandcheck.clusters.kubestart import HANDLER_MISSING, fatal_problem
 from sandcheck.errors import ComponentError, UserError
-from sandcheck.timeouts import TIMEOUTS
+from sandcheck.timeouts import TIMEOUTS, wait_until
 
 ALL = "all"
 MISSING_PREFIX = "missing on node "
@@ -70,6 +78,30 @@ def select_nodes(kube: KubernetesBackend, selector: str) -> list[str]:
     return names
 
 
+@dataclass(frozen=True)
+class Companion:
+    """A pod of its own that a cell's checks need beside the cell pod: a workload whose
+    host processes a check stops or traces, which must not be the cell pod's. A suite
+    module lists its companions in ``CELL_COMPANIONS``; the fleet starts them with each
+    cell whose backend has ``needs`` and whose runtime ``applies``, in the same pool, so
+    they cost no wait per node either. The command's last argument is a marker unique to
+    the pod (``marker()``), for finding its processes on the host."""
+
+    name: str
+    command: tuple[str, ...]
+    needs: Capability
+    applies: Callable[[Runtime], bool] = lambda _runtime: True
+
+    def spec(self, runtime: Runtime, node: str | None = None) -> PodSpec:
+        marker = f"sandcheck-{self.name}-{uuid.uuid4().hex[:12]}"
+        return PodSpec(runtime=runtime, name_prefix=f"{self.name}-{runtime.name}",
+                       command=[*self.command, marker], node_name=node)
+
+    @staticmethod
+    def marker(pod_spec: PodSpec) -> str:
+        return pod_spec.command[-1]
+
+
 @dataclass
 class Cell:
     """One node × runtime: a running cell pod with its reports, or why there is none."""
@@ -83,6 +115,8 @@ class Cell:
     missing: str | None = None
     broken: str | None = None
     seconds: float = 0.0
+    companions: dict[str, KubePod] = field(default_factory=dict)
+    companion_errors: dict[str, str] = field(default_factory=dict)
 
     def view(self, container: str) -> KubePod | None:
         """The cell pod as one of its containers: exec goes there, and ``reports`` holds
@@ -168,25 +202,55 @@ def _start_cell(kube: KubernetesBackend, watch: FleetWatch, cell: Cell) -> None:
                               "to report")
     if outcome != "ready":
         raise ComponentError(why)
+    cell.log = _read_log(kube, name)
     try:
-        text = kube.core.read_namespaced_pod_log(name, kube.namespace, container=COLLECTOR,
-                                                 _request_timeout=TIMEOUTS.api_call)
-    except ApiException as exc:
-        raise ComponentError(f"reading the log of cell pod {name}: {exc.status} "
-                             f"{exc.reason}") from None
-    cell.log = text
-    try:
-        cell.reports = parse_log(text)
+        cell.reports = parse_log(cell.log)
     except ValueError as exc:
         raise ComponentError(f"cell pod {name}: {exc}") from None
 
 
+def _read_log(kube: KubernetesBackend, name: str) -> str:
+    """The collector's log. A 400 right after the pod turned ready is the log server not
+    having caught up with the pod yet (a kubelet's container record, kwok's Logs object):
+    asked again within TIMEOUTS.cell_log; any other error ends the cell at once."""
+    from kubernetes.client.rest import ApiException
+
+    last: list[ApiException] = []
+
+    def read() -> str | None:
+        try:
+            return kube.core.read_namespaced_pod_log(name, kube.namespace, container=COLLECTOR,
+                                                     _request_timeout=TIMEOUTS.api_call)
+        except ApiException as exc:
+            if exc.status != 400:
+                raise ComponentError(f"reading the log of cell pod {name}: {exc.status} "
+                                     f"{exc.reason}: {api_message(exc)}") from None
+            last[:] = [exc]
+            return None
+
+    return wait_until(read, TIMEOUTS.cell_log, f"the log of cell pod {name}",
+                      interval=TIMEOUTS.slow_poll,
+                      state=lambda: f"last answer: 400 {api_message(last[0])}" if last else "")
+
+
+def _start_companions(kube: KubernetesBackend, cell: Cell,
+                      companions: list[Companion]) -> None:
+    for companion in companions:
+        if companion.applies(cell.runtime):
+            try:
+                cell.companions[companion.name] = kube.create_pod(
+                    companion.spec(cell.runtime, cell.node))
+            except ComponentError as exc:
+                cell.companion_errors[companion.name] = str(exc).split("\n", 1)[0]
+
+
 def start_fleet(backend: Backend, runtimes: list[Runtime], selector: str, parallelism: int,
-                pending: Callable[[list[str]], set[tuple[str, str]] | None] = lambda _: None
-                ) -> Fleet:
-    """Select the nodes, read their fingerprints and start one cell pod per node ×
-    runtime, ``parallelism`` at a time; ``pending(nodes)`` gives the (node, runtime) cells
-    with checks still to run (a resumed run), None for all."""
+                pending: Callable[[list[str]], set[tuple[str, str]] | None] = lambda _: None,
+                companions: list[Companion] = ()) -> Fleet:
+    """Select the nodes, read their fingerprints and start one cell pod (and the
+    ``companions`` the backend can serve) per node × runtime, ``parallelism`` at a time;
+    ``pending(nodes)`` gives the (node, runtime) cells with checks still to run (a resumed
+    run), None for all."""
     kube: KubernetesBackend = backend  # type: ignore[assignment]
     started = time.monotonic()
     fleet = Fleet(selector=selector, nodes=select_nodes(kube, selector),
@@ -197,6 +261,7 @@ def start_fleet(backend: Backend, runtimes: list[Runtime], selector: str, parall
             kube.node_kernels[obj.metadata.name] = obj.status.node_info.kernel_version
     kube.ensure_namespace()  # once, before the threads: every pod goes into it
     lacking = {rt.handler: set(kube.nodes_lacking(rt.handler)) for rt in runtimes}
+    companions = [c for c in companions if c.needs in backend.capabilities]
     lock = threading.Lock()
     fleet.watch = FleetWatch(kube.core, kube.namespace,
                              f"{RUN_LABEL}={kube.run_id},{CELL_LABEL}=true").__enter__()
@@ -211,6 +276,7 @@ def start_fleet(backend: Backend, runtimes: list[Runtime], selector: str, parall
         else:
             try:
                 _start_cell(kube, fleet.watch, cell)
+                _start_companions(kube, cell, companions)
             except ComponentError as exc:
                 text = str(exc)
                 first = text.split("\n", 1)[0]
@@ -225,7 +291,7 @@ def start_fleet(backend: Backend, runtimes: list[Runtime], selector: str, parall
         with lock:
             fleet.cells[(node, rt.name)] = cell
 
-    if hasattr(backend, "serve_logs"):
+    if Capability.SIMULATED_NODES in backend.capabilities:
         fleet.recorded = _record(kube, fleet.watch, runtimes)
     wanted = pending(fleet.nodes)
     todo = [(node, rt) for node in fleet.nodes for rt in runtimes
@@ -286,13 +352,19 @@ def _delete(kube: KubernetesBackend, watch: FleetWatch, pod: KubePod, wait: bool
 
 
 def close_fleet(backend: Backend, fleet: Fleet) -> None:
-    """Delete the cells' pods, ``parallelism`` at a time, then stop the watch."""
+    """Ask for the deletion of the cells' pods and companions, ``parallelism`` requests at
+    a time, then stop the watch. Nothing waits for each to go: the run's namespace goes
+    next, and its deletion waits for every pod in it."""
     kube: KubernetesBackend = backend  # type: ignore[assignment]
     pods = [c.pod for c in fleet.cells.values() if c.pod is not None]
+    others = [p for c in fleet.cells.values() for p in c.companions.values()]
+    with ThreadPoolExecutor(max_workers=fleet.parallelism) as pool:
+        if fleet.watch is not None:
+            list(pool.map(lambda pod: _delete(kube, fleet.watch, pod, wait=False), pods))
+        list(pool.map(lambda pod: kube.delete_pod(pod, wait=False), others))
     if fleet.watch is not None:
-        with ThreadPoolExecutor(max_workers=fleet.parallelism) as pool:
-            list(pool.map(lambda pod: _delete(kube, fleet.watch, pod), pods))
         fleet.watch.close()
         fleet.watch = None
     for cell in fleet.cells.values():
         cell.pod = None
+        cell.companions.clear()

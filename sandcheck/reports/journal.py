@@ -119,7 +119,7 @@ class JournalWriter:
 
     def check(self, check: Check, item: str, slot: int | None = None,
               slot_node: str | None = None) -> None:
-        self._write({"check": asdict(check), "item": item, "slot": slot,
+        self._write({"check": vars(check), "item": item, "slot": slot,
                      "slot_node": slot_node})
 
     def metric(self, metric: Metric) -> None:

@@ -87,7 +87,7 @@ class Results:
         return {
             "schema_version": SCHEMA_VERSION,
             "environment": self.environment,
-            "checks": [asdict(c) for c in self.checks],
+            "checks": [dict(vars(c)) for c in self.checks],  # asdict's deep copy: 10× slower
             "metrics": [{**asdict(m), "summary": m.summary} for m in self.metrics],
         }
 

@@ -11,12 +11,12 @@ isolation suite already checks (its seccomp and syscall-matrix checks).
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 
-from sandcheck.clusters.base import Capability, PodSpec
+from sandcheck.clusters.base import Capability
+from sandcheck.clusters.fleet import Companion
 from sandcheck.errors import ComponentError
+from sandcheck.fixtures.nodes import companion_pod
 from sandcheck.host import proc as hostproc
 from sandcheck.host import syscalltrace
 from sandcheck.host.memory import process_name, process_tree
@@ -63,22 +63,31 @@ def _executors(backend, runtime, pod, marker: str) -> tuple[list[int], dict[int,
     return process_tree(roots), seen
 
 
-def _workload_pod(backend, runtime, pod_factory, purpose: str):
+def _workload(name: str) -> Companion:
+    return Companion(name, ("/bin/sh", "-c", WORKLOAD_SCRIPT), Capability.HOST_PROCESSES,
+                     applies=lambda runtime: runtime.isolation.surface is not None)
+
+
+READ, TRACED = _workload("surfr"), _workload("surft")
+CELL_COMPANIONS = (READ, TRACED)
+"""With ``--nodes`` the fleet starts both workload pods with each node × class cell."""
+
+
+def _workload_pod(request, backend, runtime, pod_factory, target_node, which: Companion):
     if Capability.HOST_PROCESSES not in backend.capabilities:
         pytest.skip(INSIDE_ONLY.format(backend=backend.name))
     _bound(runtime)
-    marker = f"sandcheck-surface-{uuid.uuid4().hex[:12]}"
-    pod = pod_factory(PodSpec(runtime=runtime, name_prefix=f"surf{purpose}-{runtime.name}",
-                              command=["/bin/sh", "-c", WORKLOAD_SCRIPT, marker]))
-    return pod, *_executors(backend, runtime, pod, marker)
+    pod = companion_pod(request, target_node, runtime, which, pod_factory)
+    return pod, *_executors(backend, runtime, pod, Companion.marker(pod.spec))
 
 
 @pytest.fixture(scope="module")
-def reachable_surface(backend, runtime, pod_factory):
+def reachable_surface(request, backend, runtime, pod_factory, target_node):
     """The seccomp surface of a pod of its own: reading a filter stops the process for a
     moment (ptrace), which gVisor's stub processes do not survive unharmed (the next
     program the sandbox runs may crash), so the traced workload runs in another pod."""
-    pod, executors, seen = _workload_pod(backend, runtime, pod_factory, "r")
+    pod, executors, seen = _workload_pod(request, backend, runtime, pod_factory, target_node,
+                                         READ)
     try:
         return surface_of(executors, skip_gone=True), executors, seen
     except ComponentError as exc:
@@ -86,9 +95,9 @@ def reachable_surface(backend, runtime, pod_factory):
 
 
 @pytest.fixture(scope="module")
-def traced_pod(backend, runtime, pod_factory):
+def traced_pod(request, backend, runtime, pod_factory, target_node):
     """The pod whose fixed workload is traced; its processes are never stopped."""
-    return _workload_pod(backend, runtime, pod_factory, "t")
+    return _workload_pod(request, backend, runtime, pod_factory, target_node, TRACED)
 
 
 def test_reachable_host_syscalls_stay_within_the_catalogs_bound(
