@@ -4,6 +4,7 @@ tests/ on the path)."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -54,3 +55,42 @@ def started_kwok(nodes: int, runtimes: str):
                           progress=print)
     backend.start()
     return backend
+
+
+ADMISSION = ("suites/runtimeclass/test_runtimeclass.py::"
+             "test_missing_runtime_class_is_rejected_at_admission")
+
+
+def shard(path: Path, nodes: list[str], selector: str, *, uid: str = "uid-1",
+          runtimes: str = "runc,runsc", admission: str = "passed", failing: str = "",
+          selection: dict | None = None) -> Path:
+    """A certify bundle of ``nodes`` made from made-up results by the writers certify
+    uses: two classes per node, one cluster-wide check."""
+    from sandcheck.cli import certify
+    from sandcheck.reports.bundle import finish_bundle
+    from sandcheck.reports.junit import add_testcases
+    from sandcheck.reports.render import write_reports
+    from sandcheck.reports.results import Check, Results
+
+    checks = []
+    for slot, node in enumerate(nodes):
+        for rt in runtimes.split(","):
+            nodeid = f"suites/isolation/test_isolation.py::test_kernel_identity[{rt}-node{slot}]"
+            checks.append(Check(id="isolation.kernel_identity", runtime=rt, node=node,
+                                status="failed" if node == failing else "passed",
+                                message="AssertionError: boom" if node == failing else "",
+                                nodeid=nodeid, duration_seconds=0.25))
+    checks.append(Check(id="runtimeclass.missing_runtime_class_is_rejected_at_admission",
+                        runtime=None, status=admission, nodeid=ADMISSION))
+    env = {"backend": "kubeconfig", "backend_level": "Kubernetes", "kubernetes": "v1.34.12",
+           "server": "https://10.0.0.1:6443", "cluster_uid": uid,
+           "runtimes_selected": runtimes, "node_selection": selector, "pid": 4242,
+           "node_fingerprints": {n: {"kernel": "6.1", "kubelet": "v1.34.12"} for n in nodes},
+           "fleet_cells": {f"{n}/{rt}": "running" for n in nodes
+                           for rt in runtimes.split(",")},
+           "api_requests": {"per_node": 12.0}}
+    results = Results(environment=env, checks=checks)
+    write_reports(results, path)
+    add_testcases(path / "junit.xml", checks, "")
+    finish_bundle(path, selection or certify.SELECTION)
+    return path

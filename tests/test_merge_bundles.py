@@ -1,55 +1,22 @@
 """``sandcheck merge-bundles``: the bundles of certify shards (disjoint ``--nodes`` against
 one cluster) merged into the bundle one run over all their nodes would have written, and
 every input it refuses. The shards' bundles are made from made-up results by the same
-writers certify uses."""
+writers certify uses (helpers.shard)."""
 
 from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
-from pathlib import Path
 
 import pytest
+from helpers import shard
 
 from sandcheck.cli import certify
 from sandcheck.cli.main import main
 from sandcheck.errors import UserError
-from sandcheck.reports.bundle import finish_bundle, verify_bundle
-from sandcheck.reports.junit import add_testcases
+from sandcheck.reports.bundle import verify_bundle
 from sandcheck.reports.merge import merge_bundles
-from sandcheck.reports.render import write_reports
-from sandcheck.reports.results import Check, Results
-
-ADMISSION = ("suites/runtimeclass/test_runtimeclass.py::"
-             "test_missing_runtime_class_is_rejected_at_admission")
-
-
-def shard(path: Path, nodes: list[str], selector: str, *, uid: str = "uid-1",
-          runtimes: str = "runc,runsc", admission: str = "passed", failing: str = "",
-          selection: dict | None = None) -> Path:
-    """A certify bundle of ``nodes``: two classes per node, one cluster-wide check."""
-    checks = []
-    for slot, node in enumerate(nodes):
-        for rt in runtimes.split(","):
-            nodeid = f"suites/isolation/test_isolation.py::test_kernel_identity[{rt}-node{slot}]"
-            checks.append(Check(id="isolation.kernel_identity", runtime=rt, node=node,
-                                status="failed" if node == failing else "passed",
-                                message="AssertionError: boom" if node == failing else "",
-                                nodeid=nodeid, duration_seconds=0.25))
-    checks.append(Check(id="runtimeclass.missing_runtime_class_is_rejected_at_admission",
-                        runtime=None, status=admission, nodeid=ADMISSION))
-    env = {"backend": "kubeconfig", "backend_level": "Kubernetes", "kubernetes": "v1.34.12",
-           "server": "https://10.0.0.1:6443", "cluster_uid": uid,
-           "runtimes_selected": runtimes, "node_selection": selector, "pid": 4242,
-           "node_fingerprints": {n: {"kernel": "6.1", "kubelet": "v1.34.12"} for n in nodes},
-           "fleet_cells": {f"{n}/{rt}": "running" for n in nodes
-                           for rt in runtimes.split(",")},
-           "api_requests": {"per_node": 12.0}}
-    results = Results(environment=env, checks=checks)
-    write_reports(results, path)
-    add_testcases(path / "junit.xml", checks, "")
-    finish_bundle(path, selection or certify.SELECTION)
-    return path
+from sandcheck.reports.results import Results
 
 
 @pytest.fixture

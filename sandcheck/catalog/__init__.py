@@ -12,6 +12,9 @@ and the selection of ``--runtimes``) and the names every caller needs with it: `
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 from pathlib import Path
 
 from sandcheck.catalog.builtin import BUILTIN
@@ -36,6 +39,14 @@ class Catalog:
             runtimes.update(read_user_catalog(extra, runtimes))
         return cls(runtimes)
 
+    def digest(self) -> str:
+        """The SHA-256 of the catalog as loaded (built-in entries and a user's file over
+        them), of its canonical JSON: a signed certification names the expectations it was
+        judged by, and two runs with this digest judged by the same ones."""
+        entries = {name: dataclasses.asdict(rt) for name, rt in sorted(self.runtimes.items())}
+        text = json.dumps(entries, sort_keys=True, separators=(",", ":"), default=_canonical)
+        return hashlib.sha256(text.encode()).hexdigest()
+
     def names(self) -> list[str]:
         return list(self.runtimes)
 
@@ -59,3 +70,9 @@ class Catalog:
         for n in names:
             seen.setdefault(n, self.get(n))
         return list(seen.values())
+
+
+def _canonical(value: object) -> object:
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=str)
+    raise TypeError(f"catalog value of type {type(value).__name__} has no canonical JSON")

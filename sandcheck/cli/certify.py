@@ -13,6 +13,10 @@ did not end (killed, interrupted) leaves its bundle without a manifest, and
 ``certify --resume BUNDLE`` with the same options runs only what is missing
 (sandcheck/fixtures/resume.py). Shards, certify runs of disjoint ``--nodes`` against one
 cluster, are joined by ``merge-bundles`` (sandcheck/reports/merge.py).
+
+``--sign-key KEY`` signs the bundle (sandcheck/reports/attestation.py); the key is read
+before the run, so a wrong passphrase costs seconds, not a run. ``verify-bundle
+--public-key PUB`` checks who signed it and that nothing changed since.
 """
 
 from __future__ import annotations
@@ -21,6 +25,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sandcheck.reports.signing import SigningKey
 
 CERTIFY_VERSION = "2"
 SELECTION = {
@@ -40,6 +48,9 @@ def certify_parser() -> argparse.ArgumentParser:
     p.add_argument("--nodes", default="all", help="all or a label selector (default all)")
     p.add_argument("--node-parallelism", type=int, default=8,
                    help="pod starts in flight at once across nodes (default 8)")
+    p.add_argument("--sign-key", type=Path, metavar="KEY",
+                   help="sign the bundle with this private key (`sandcheck keygen`); its "
+                        "passphrase from SANDCHECK_KEY_PASSPHRASE or a prompt")
     p.add_argument("--resume", type=Path, metavar="BUNDLE",
                    help="continue the certification in BUNDLE that did not finish: its "
                         "finished checks are kept, only the rest runs (give the options of "
@@ -89,30 +100,61 @@ def resume_refusal(bundle: Path) -> str | None:
     return None
 
 
+def _error(message: object) -> int:
+    print(f"sandcheck: error: {message}", file=sys.stderr)
+    return 2
+
+
+def load_signer(key: Path | None, bundle: Path | None = None) -> SigningKey | None:
+    """The SigningKey of ``--sign-key`` (None without one); UserError when it cannot be
+    used, or lies inside the bundle that is handed over."""
+    if key is None:
+        return None
+    from sandcheck.errors import UserError
+    from sandcheck.reports.signing import load_signing_key
+
+    if bundle is not None and key.resolve().is_relative_to(bundle.resolve()):
+        raise UserError(f"--sign-key {key} is inside the bundle {bundle}, which is handed "
+                        "over: keep the private key outside it")
+    return load_signing_key(key)
+
+
+def catalog_digest(extra: list[str]) -> str:
+    """The digest of the catalog the run's pytest options (``--catalog FILE``) load."""
+    from sandcheck.catalog import Catalog
+
+    p = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    p.add_argument("--catalog", type=Path)
+    return Catalog.load(p.parse_known_args(extra)[0].catalog).digest()
+
+
 def certify(argv: list[str]) -> int:
     import pytest
 
     from sandcheck.cli.bundled import suites_dir
+    from sandcheck.errors import UserError
+    from sandcheck.reports.bundle import utc_stamp
     from sandcheck.reports.journal import journal_paths
 
     args, extra = certify_parser().parse_known_args(argv)
     resuming = args.resume is not None
     if resuming:
         if "--bundle" in argv or any(a.startswith("--bundle=") for a in argv):
-            print("sandcheck: error: --resume BUNDLE names the bundle: drop --bundle",
-                  file=sys.stderr)
-            return 2
+            return _error("--resume BUNDLE names the bundle: drop --bundle")
         args.bundle = args.resume
         why = resume_refusal(args.bundle)
         if why is not None:
-            print(f"sandcheck: error: --resume: {why}", file=sys.stderr)
-            return 2
+            return _error(f"--resume: {why}")
     bundle: Path = args.bundle
     if not resuming and bundle.exists() and any(bundle.iterdir()):
-        print(f"sandcheck: error: {bundle} is not empty: a bundle holds one run only; "
-              "choose another --bundle (or continue an interrupted run with --resume)",
-              file=sys.stderr)
-        return 2
+        return _error(f"{bundle} is not empty: a bundle holds one run only; choose another "
+                      "--bundle (or continue an interrupted run with --resume)")
+    try:
+        signer = load_signer(args.sign_key, bundle)
+        catalog = catalog_digest(extra)
+    except UserError as exc:
+        return _error(exc)
+    started = utc_stamp()
     if resuming and not journal_paths(bundle):
         print(f"sandcheck: the run in {bundle} had ended; finishing its bundle")
         code = 0
@@ -120,13 +162,16 @@ def certify(argv: list[str]) -> int:
         code = int(pytest.main(pytest_args(args, extra, suites_dir(), resume=resuming)))
     if code == pytest.ExitCode.USAGE_ERROR:
         return 2  # pytest said why, in one line
-    return finish(bundle, code)
+    return finish(bundle, code, started, catalog, signer)
 
 
-def finish(bundle: Path, code: int) -> int:
-    """The bundle of a certify run that ended; a run that did not end keeps its journal
-    and gets no manifest."""
-    from sandcheck.reports.bundle import finish_bundle
+def finish(bundle: Path, code: int, started: str | None = None,
+           catalog: str | None = None, signer: SigningKey | None = None) -> int:
+    """The bundle of a certify run that ended (stamped with its times and catalog when
+    given, signed by ``signer`` when given); a run that did not end keeps its journal and
+    gets no manifest."""
+    from sandcheck.reports.attestation import sign_bundle
+    from sandcheck.reports.bundle import finish_bundle, stamp_run, utc_stamp
     from sandcheck.reports.journal import JOURNAL, journal_paths
 
     if journal_paths(bundle):
@@ -137,7 +182,11 @@ def finish(bundle: Path, code: int) -> int:
     if not (bundle / "results.json").is_file():
         print(f"sandcheck: certify produced no results (pytest exit {code})", file=sys.stderr)
         return code or 1
+    if started is not None:
+        stamp_run(bundle, started, utc_stamp(), catalog)
     cert = finish_bundle(bundle, SELECTION)
+    if signer is not None:
+        print(f"sandcheck: signed {sign_bundle(bundle, signer)} with key {signer.keyid}")
     for cell in cert["cells"]:
         why = ", ".join(cell["failing_checks"]) or cell["reason"]
         print(f"sandcheck: {cell['node']} × {cell['runtime_class']}: {cell['verdict']}"
@@ -148,16 +197,21 @@ def finish(bundle: Path, code: int) -> int:
 
 
 def verify(argv: list[str]) -> int:
-    from sandcheck.reports.bundle import CERTIFICATION, verify_bundle
+    from sandcheck.reports.bundle import ATTESTATION, CERTIFICATION, verify_bundle
 
     p = argparse.ArgumentParser(prog="sandcheck verify-bundle",
                                 description="check a certification bundle against its "
-                                "SHA256SUMS; exit 1 naming every changed, missing or added file")
+                                "SHA256SUMS; exit 1 naming every changed, missing or added "
+                                "file; with --public-key also who signed it")
     p.add_argument("bundle", type=Path)
+    p.add_argument("--public-key", type=Path, metavar="PUB",
+                   help="the signer's public key (NAME.pub of `sandcheck keygen`): the "
+                        "bundle must carry its valid attestation, and be exactly as signed")
     args = p.parse_args(argv)
     if not args.bundle.is_dir():
-        print(f"sandcheck: error: {args.bundle} is not a directory", file=sys.stderr)
-        return 2
+        return _error(f"{args.bundle} is not a directory")
+    if args.public_key is not None:
+        return verify_signed(args.bundle, args.public_key)
     problems = verify_bundle(args.bundle)
     for line in problems:
         print(f"sandcheck: TAMPERED {line}")
@@ -167,7 +221,37 @@ def verify(argv: list[str]) -> int:
     print(f"sandcheck: bundle intact; certification {cert.get('verdict')} "
           f"(selection version {cert.get('selection', {}).get('version')}, "
           f"{len(cert.get('cells', []))} node × class cells)")
+    signed = (args.bundle / ATTESTATION).is_file()
+    print("sandcheck: origin not checked: SHA256SUMS shows the files are whole, not who "
+          "made them; " + (f"the bundle carries a signed attestation ({ATTESTATION}): "
+                           "check it with --public-key PUB" if signed else
+                           "the bundle is not signed"))
     return 0
+
+
+def verify_signed(bundle: Path, public_key: Path) -> int:
+    """``verify-bundle --public-key``: exit 0 only for a bundle exactly as that key
+    signed it; else one line naming what is wrong."""
+    from sandcheck.errors import UserError
+    from sandcheck.reports.attestation import Refused, verify_attestation
+    from sandcheck.reports.bundle import verify_bundle
+    from sandcheck.reports.signing import load_public_key
+
+    try:
+        public = load_public_key(public_key)
+    except UserError as exc:
+        return _error(exc)
+    try:
+        attested = verify_attestation(bundle, public)
+    except Refused as exc:
+        print(f"sandcheck: {'NOT SIGNED' if exc.unsigned else 'TAMPERED'} {exc}")
+        return 1
+    problems = verify_bundle(bundle)  # as signed, so only a signer's own mistake shows here
+    for line in problems:
+        print(f"sandcheck: TAMPERED {line}")
+    for line in attested.lines():
+        print(f"sandcheck: {line}")
+    return 1 if problems else 0
 
 
 def merge(argv: list[str]) -> int:
@@ -179,12 +263,15 @@ def merge(argv: list[str]) -> int:
                                 "--nodes against one cluster into one bundle; each must verify")
     p.add_argument("out", type=Path, help="directory of the merged bundle (absent or empty)")
     p.add_argument("bundles", type=Path, nargs="+", metavar="BUNDLE")
+    p.add_argument("--sign-key", type=Path, metavar="KEY",
+                   help="sign the merged bundle with this private key (the inputs' "
+                        "attestations are not carried over)")
     args = p.parse_args(argv)
     try:
-        cert = merge_bundles(args.out, args.bundles)
+        signer = load_signer(args.sign_key, args.out)
+        cert = merge_bundles(args.out, args.bundles, signer)
     except UserError as exc:
-        print(f"sandcheck: error: {exc}", file=sys.stderr)
-        return 2
+        return _error(exc)
     nodes = len({c["node"] for c in cert["cells"]})
     print(f"sandcheck: {len(args.bundles)} bundles merged into {args.out}: {nodes} nodes, "
           f"{len(cert['cells'])} node × class cells; certification {cert['verdict']} "

@@ -186,6 +186,25 @@ def cmd_push_image(args) -> int:
     return 0
 
 
+def cmd_keygen(args) -> int:
+    from sandcheck.reports.signing import PASSPHRASE_ENV, passphrase, write_keypair
+
+    name = Path(args.name)
+    secret = b"" if args.no_passphrase else passphrase(f"{name}.key", confirm=True)
+    if secret is None:
+        raise UserError(f"no passphrase for {name}.key: set {PASSPHRASE_ENV}, run in a "
+                        "terminal to be asked, or give --no-passphrase for a key kept "
+                        "unencrypted")
+    made = write_keypair(name, args.type, secret)
+    state = "encrypted" if secret else "NOT encrypted (anyone who can read it can sign)"
+    print(f"sandcheck: wrote {made.source} ({args.type}, mode 0600, {state}) and "
+          f"{name}.pub; keyid {made.keyid}")
+    print(f"sandcheck: sign with `sandcheck certify --sign-key {made.source} ...`; hand "
+          f"{name}.pub to whoever checks: `sandcheck verify-bundle BUNDLE --public-key "
+          f"{name}.pub`")
+    return 0
+
+
 def run_suites(pytest_args: list[str]) -> int:
     """``sandcheck run [pytest options]``: the bundled suites, from a checkout or a wheel."""
     import pytest
@@ -290,11 +309,23 @@ def parser() -> argparse.ArgumentParser:
                    "--backend node --runtimes runc -k kernel")
     sub.add_parser("certify", help="certify every node x runtime class into a bundle: "
                    "sandcheck certify [--bundle DIR] [--nodes all|SELECTOR] "
-                   "[--node-parallelism N] [suite options, e.g. --backend kind]")
-    sub.add_parser("verify-bundle", help="check a certification bundle's SHA256SUMS: "
-                   "sandcheck verify-bundle DIR")
+                   "[--node-parallelism N] [--sign-key KEY] [suite options, e.g. "
+                   "--backend kind]")
+    sub.add_parser("verify-bundle", help="check a certification bundle's SHA256SUMS, and "
+                   "with --public-key who signed it: sandcheck verify-bundle DIR "
+                   "[--public-key PUB]")
     sub.add_parser("merge-bundles", help="merge the bundles of certify runs of disjoint "
-                   "--nodes against one cluster: sandcheck merge-bundles OUT BUNDLE...")
+                   "--nodes against one cluster: sandcheck merge-bundles OUT BUNDLE... "
+                   "[--sign-key KEY]")
+    kg = sub.add_parser("keygen", help="make a key pair for signing bundles: NAME.key "
+                        "(private, mode 0600) and NAME.pub")
+    kg.add_argument("name", metavar="NAME", help="path prefix of the two files")
+    kg.add_argument("--type", choices=("ed25519", "ecdsa-p256"), default="ed25519",
+                    help="key type (default ed25519)")
+    kg.add_argument("--no-passphrase", action="store_true",
+                    help="leave NAME.key unencrypted (otherwise its passphrase comes from "
+                         "SANDCHECK_KEY_PASSPHRASE or a prompt; empty also means none)")
+    kg.set_defaults(func=cmd_keygen)
 
     pi = sub.add_parser("push-image", help="push the probe image to a registry: sandcheck "
                         "push-image REGISTRY[/REPO][:TAG], then run with --image REF")

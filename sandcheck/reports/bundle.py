@@ -3,11 +3,14 @@
 What a vendor hands over must be checkable by someone who did not run it: every file of
 the bundle is listed in SHA256SUMS (the format ``sha256sum -c`` reads), so a changed,
 removed or added file is found by ``sandcheck verify-bundle`` and by coreutils alike.
-The manifest proves integrity, not origin: signing it is the vendor's step.
+The manifest proves integrity, not origin: anyone can run sha256sum again. The signed
+attestation beside it (attestation.py, written after the manifest and the one file the
+manifest does not list) proves who made the bundle.
 """
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 from pathlib import Path
@@ -19,6 +22,10 @@ from sandcheck.reports.results import Results
 MANIFEST = "SHA256SUMS"
 CERTIFICATION = "certification.json"
 CLUSTER = "cluster.json"
+ATTESTATION = "attestation.intoto.jsonl"
+RUN_STARTED, RUN_FINISHED, CATALOG_DIGEST = "run_started", "run_finished", "catalog_sha256"
+"""Keys certify adds to results.json's environment: when the run started and ended (UTC,
+ISO 8601) and the SHA-256 of the catalog its checks were judged by."""
 REQUIRED = ("results.json", "report.html", "summary.md", "junit.xml", CLUSTER, CERTIFICATION)
 _CLUSTER_KEYS = ("backend", "backend_level", "kubernetes", "kubernetes_version", "cluster",
                  "cluster_uid", "server", "node_image", "engine", "nodes", "node_handlers",
@@ -44,15 +51,51 @@ def certification(results: Results, selection: dict[str, Any]) -> dict[str, Any]
             "failing_cells": [f"{c['node']} × {c['runtime_class']}" for c in failing]}
 
 
+def utc_stamp(moment: datetime.datetime | None = None) -> str:
+    """``2026-11-03T10:04:05Z``: a moment (default now) as the bundle records it."""
+    moment = moment or datetime.datetime.now(datetime.timezone.utc)
+    return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def stamp_run(bundle: Path, started: str, finished: str, catalog_sha256: str | None) -> None:
+    """Record the run's start and end and its catalog's digest in results.json. A resumed
+    run started when its first session did (the journal's times, in the environment's
+    ``resumed``)."""
+    path = bundle / "results.json"
+    results = Results.read(path)
+    env = results.environment
+    starts = [started]
+    for session in (env.get("resumed") or {}).get("earlier_sessions") or []:
+        try:
+            starts.append(utc_stamp(datetime.datetime.strptime(
+                str(session.get("started")), "%Y-%m-%dT%H:%M:%S%z")))
+        except ValueError:
+            continue
+    env.update({RUN_STARTED: min(starts), RUN_FINISHED: finished,
+                CATALOG_DIGEST: catalog_sha256})
+    results.write(path)
+
+
+def cluster_identity(cluster: dict[str, Any]) -> tuple[str, ...]:
+    """What names a cluster in a bundle's cluster.json (pure): its kube-system uid, or
+    where that is missing its backend, server, cluster name and version."""
+    if cluster.get("cluster_uid"):
+        return ("uid", str(cluster["cluster_uid"]))
+    return ("api", *(str(cluster.get(k)) for k in ("backend", "server", "cluster",
+                                                    "kubernetes")))
+
+
 def cluster_info(results: Results) -> dict[str, Any]:
     env = results.environment
     return {k: env[k] for k in _CLUSTER_KEYS if k in env}
 
 
 def write_manifest(bundle: Path) -> Path:
-    """SHA256SUMS over every other file of the bundle (relative paths, sorted)."""
+    """SHA256SUMS over every other file of the bundle but its attestation (relative paths,
+    sorted)."""
     lines = [f"{sha256(p)}  {p.relative_to(bundle).as_posix()}"
-             for p in sorted(bundle.rglob("*")) if p.is_file() and p.name != MANIFEST]
+             for p in sorted(bundle.rglob("*")) if p.is_file() and p.name != MANIFEST
+             and p.relative_to(bundle).as_posix() != ATTESTATION]
     path = bundle / MANIFEST
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -91,7 +134,8 @@ def verify_bundle(bundle: Path) -> list[str]:
             problems.append(f"{name}: modified (its SHA-256 differs from {MANIFEST})")
     for path in sorted(bundle.rglob("*")):
         rel = path.relative_to(bundle).as_posix()
-        if path.is_file() and path.name != MANIFEST and rel not in listed:
+        if path.is_file() and path.name != MANIFEST and rel != ATTESTATION \
+                and rel not in listed:
             problems.append(f"{rel}: not listed in {MANIFEST} (added after the run)")
     for name in REQUIRED:
         if name not in listed:

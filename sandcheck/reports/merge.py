@@ -4,11 +4,12 @@ Certify processes with disjoint ``--nodes`` selectors can run against one cluste
 each writes a bundle of its nodes. Their merge is the bundle one run over all those nodes
 would have written: every input must verify first (an input changed after its run is not
 merged), all must be of one selection (the whole selection of certification.json), one
-runtime selection and one cluster (its kube-system uid, else its server and version), and
-no node may be in two of them. OUT then holds the merged results.json, report.html and
-summary.md made from it, junit.xml with every input's testsuite, certification.json
-recomputed from the merged results, cluster.json with every node's fingerprint, and a
-SHA256SUMS over all of it.
+runtime selection, one catalog (its digest, where recorded) and one cluster (its
+kube-system uid, else its server and version), and no node may be in two of them. OUT
+then holds the merged results.json, report.html and summary.md made from it, junit.xml
+with every input's testsuite, certification.json recomputed from the merged results,
+cluster.json with every node's fingerprint, a SHA256SUMS over all of it, and with
+``--sign-key`` an attestation of its own (an input's attestation signed that input only).
 
 Checks that belong to no node (the RuntimeClass suite's cluster-wide checks) ran in every
 shard: the merged results keep one per check, the worst outcome of the shards, so a
@@ -19,13 +20,26 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sandcheck.errors import UserError
-from sandcheck.reports.bundle import CERTIFICATION, CLUSTER, finish_bundle, verify_bundle
+from sandcheck.reports.attestation import sign_bundle
+from sandcheck.reports.bundle import (
+    CATALOG_DIGEST,
+    CERTIFICATION,
+    CLUSTER,
+    RUN_FINISHED,
+    RUN_STARTED,
+    cluster_identity,
+    finish_bundle,
+    verify_bundle,
+)
 from sandcheck.reports.junit import merge_files
 from sandcheck.reports.render import write_reports
 from sandcheck.reports.results import Check, Results
+
+if TYPE_CHECKING:
+    from sandcheck.reports.signing import SigningKey
 
 WORST_FIRST = ("error", "failed", "deviation", "passed", "skipped")
 UNION_KEYS = ("node_fingerprints", "fleet_cells", "handlers_verified", "handlers_missing")
@@ -36,15 +50,6 @@ _SHARD_KEYS = ("node_selection", "api_requests", "fleet_start_seconds", "node_pa
 def _runtimes(results: Results) -> list[str]:
     chosen = results.environment.get("runtimes_selected") or ""
     return sorted({r.strip() for r in str(chosen).split(",") if r.strip()})
-
-
-def cluster_identity(cluster: dict[str, Any]) -> tuple[str, ...]:
-    """What names a cluster in a bundle's cluster.json (pure): its kube-system uid, or
-    where that is missing its backend, server, cluster name and version."""
-    if cluster.get("cluster_uid"):
-        return ("uid", str(cluster["cluster_uid"]))
-    return ("api", *(str(cluster.get(k)) for k in ("backend", "server", "cluster",
-                                                    "kubernetes")))
 
 
 def nodes_of(results: Results) -> set[str]:
@@ -80,6 +85,8 @@ def check_compatible(shards: list[Shard]) -> None:
                 ("selection", first.certification.get("selection"),
                  shard.certification.get("selection")),
                 ("runtimes", _runtimes(first.results), _runtimes(shard.results)),
+                ("catalog", first.results.environment.get(CATALOG_DIGEST),
+                 shard.results.environment.get(CATALOG_DIGEST)),
                 ("cluster", cluster_identity(first.cluster), cluster_identity(shard.cluster))):
             if mine != theirs:
                 raise UserError(f"{shard.path} and {first.path} differ in {what} ({theirs} vs "
@@ -128,6 +135,10 @@ def merged_results(shards: list[Shard]) -> Results:
                 joined.update(value)
         if joined:
             env[key] = joined
+    for key, pick in ((RUN_STARTED, min), (RUN_FINISHED, max)):
+        stamps = [s.results.environment[key] for s in shards if s.results.environment.get(key)]
+        if stamps:
+            env[key] = pick(stamps)  # ISO 8601 UTC: text order is time order
     env["node_selection"] = " ; ".join(
         str(s.results.environment.get("node_selection")) for s in shards)
     env["shards"] = [{"bundle": s.path.name, "nodes": len(s.nodes),
@@ -139,8 +150,11 @@ def merged_results(shards: list[Shard]) -> Results:
     return merged
 
 
-def merge_bundles(out: Path, inputs: list[Path]) -> dict[str, Any]:
-    """Write the merged bundle to ``out`` (absent or empty); its certification."""
+def merge_bundles(out: Path, inputs: list[Path], signer: SigningKey | None = None
+                  ) -> dict[str, Any]:
+    """Write the merged bundle to ``out`` (absent or empty), signed by ``signer`` when
+    given; its certification. An input's attestation is never carried over: it signed
+    that input, not the merge."""
     out = Path(out)
     if len(inputs) < 2:
         raise UserError("merge-bundles needs two bundles or more")
@@ -152,4 +166,7 @@ def merge_bundles(out: Path, inputs: list[Path]) -> dict[str, Any]:
     write_reports(results, out)
     merge_files([s.path / "junit.xml" for s in shards], [s.label for s in shards],
                 out / "junit.xml")
-    return finish_bundle(out, shards[0].certification["selection"])
+    cert = finish_bundle(out, shards[0].certification["selection"])
+    if signer is not None:
+        sign_bundle(out, signer)
+    return cert
