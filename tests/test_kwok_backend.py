@@ -23,7 +23,15 @@ from sandcheck.clusters import registry
 from sandcheck.clusters.base import RUNTIME_LABEL, BackendSettings, Capability, PodSpec
 from sandcheck.clusters.kwok.cluster import DEFAULT_NODES, KwokCluster, open_backend
 from sandcheck.clusters.kwok.config import SERVED_ANNOTATION, SIMULATED_SELECTOR, config_text
-from sandcheck.clusters.kwok.logs import cri_log, logs_object, write_recordings
+from sandcheck.clusters.kwok.logs import (
+    GROUP,
+    NUDGE,
+    PLURAL,
+    VERSION,
+    cri_log,
+    logs_object,
+    write_recordings,
+)
 from sandcheck.clusters.kwok.nodes import node_manifest, node_names, ready_nodes
 from sandcheck.clusters.local.kubelet import NODE_NAME
 from sandcheck.errors import UserError
@@ -131,7 +139,8 @@ def test_the_backend_is_registered_with_its_options(catalog):
     runtimes = catalog.select("runc")
     backend = open_backend(BackendSettings(runtimes, "t1", options={"kwok_nodes": None}))
     assert isinstance(backend, KwokCluster) and len(backend.simulated) == DEFAULT_NODES
-    assert backend.capabilities == frozenset({Capability.KUBERNETES_API})
+    assert backend.capabilities == frozenset({Capability.KUBERNETES_API,
+                                              Capability.SIMULATED_NODES})
     assert backend.default_node_selector == "type=kwok"
     assert backend.workdir == WORK_BASE / "kwok-t1" and not backend.workdir.exists()
     with pytest.raises(UserError, match="--kwok-nodes"):
@@ -217,6 +226,30 @@ def test_a_pinned_pod_of_each_class_runs_and_replays_the_real_nodes_log(kwok):
         print(f"{rt.name}: deleted in {time.monotonic() - started:.3f}s")
         assert pod.name not in {p.metadata.name for p in
                                 kwok.core.list_namespaced_pod(pod.namespace).items}
+
+
+@pytest.mark.integration
+def test_kwoks_list_of_logs_is_refreshed_after_the_last_pod_served(kwok):
+    """The nudge object changes once pods were served, so kwok's cached list of Logs
+    objects, keyed by a version that can run ahead of its store, is rebuilt."""
+    rt = kwok.runtimes[0]
+    pod = kwok.create_pod(PodSpec(runtime=rt, name_prefix="nudge", node_name=kwok.simulated[0]))
+    try:
+        served = kwok.pod_logs.served
+
+        def nudged() -> int | None:
+            obj = kwok.pod_logs.custom.get_namespaced_custom_object(
+                GROUP, VERSION, "default", PLURAL, NUDGE, _request_timeout=TIMEOUTS.api_call)
+            count = int((obj["metadata"].get("annotations") or {}).get(
+                "sandcheck.dev/served", 0))
+            return count if count >= served else None
+
+        assert served >= 1
+        assert wait_until(nudged, TIMEOUTS.exec, "the nudge after the last pod served",
+                          interval=TIMEOUTS.ready_poll) == served
+        assert not kwok.pod_logs.problems
+    finally:
+        kwok.delete_pod(pod)
 
 
 @pytest.mark.integration

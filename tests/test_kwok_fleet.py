@@ -50,10 +50,12 @@ def fleet_cluster():
         backend.stop()
 
 
-def _certify(bundle: Path, kubeconfig: Path, shard: str, *extra: str) -> subprocess.Popen:
-    argv = [sys.executable, "-m", "sandcheck.cli.main", "certify", "--bundle", str(bundle),
+def _certify(bundle: Path, kubeconfig: Path, shard: str, resume: bool = False
+             ) -> subprocess.Popen:
+    argv = [sys.executable, "-m", "sandcheck.cli.main", "certify",
+            "--resume" if resume else "--bundle", str(bundle),
             "--backend", "kubeconfig", "--kubeconfig", str(kubeconfig), "--runtimes", RUNTIMES,
-            "--nodes", f"{SHARD}={shard}", "--node-parallelism", "16", *extra]
+            "--nodes", f"{SHARD}={shard}", "--node-parallelism", "16"]
     # From the checkout's root: `python -m` finds this checkout's package first.
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             cwd=ROOT, start_new_session=True)
@@ -101,7 +103,7 @@ def test_two_shards_one_killed_and_resumed_merge_into_one_verified_bundle(fleet_
     assert not (a / "SHA256SUMS").exists()
 
     out_b = _finished(shard_b, "shard b")
-    out_a = _finished(_certify(a, kubeconfig, "a", "--resume"), "shard a resumed")
+    out_a = _finished(_certify(a, kubeconfig, "a", resume=True), "shard a resumed")
     assert f"{carried}" in out_a or "carried" in out_a, out_a[-2000:]
 
     verdicts_a, verdicts_b = _verdicts(a), _verdicts(b)

@@ -39,7 +39,7 @@ from sandcheck.clusters.kube import KubePod, node_fingerprint
 from sandcheck.clusters.kubeapi import api_message
 from sandcheck.clusters.kubestart import HANDLER_MISSING, fatal_problem
 from sandcheck.errors import ComponentError, UserError
-from sandcheck.timeouts import TIMEOUTS, wait_until
+from sandcheck.timeouts import TIMEOUTS, WaitTimeout, wait_until
 
 ALL = "all"
 MISSING_PREFIX = "missing on node "
@@ -228,9 +228,12 @@ def _read_log(kube: KubernetesBackend, name: str) -> str:
             last[:] = [exc]
             return None
 
-    return wait_until(read, TIMEOUTS.cell_log, f"the log of cell pod {name}",
-                      interval=TIMEOUTS.slow_poll,
-                      state=lambda: f"last answer: 400 {api_message(last[0])}" if last else "")
+    try:
+        return wait_until(read, TIMEOUTS.cell_log, f"the log of cell pod {name}",
+                          interval=TIMEOUTS.slow_poll)
+    except WaitTimeout:
+        raise ComponentError(f"reading the log of cell pod {name}: still 400 after "
+                             f"{TIMEOUTS.cell_log:.0f}s: {api_message(last[0])}") from None
 
 
 def _start_companions(kube: KubernetesBackend, cell: Cell,

@@ -16,6 +16,14 @@ A recording is written once per (runtime, container) in the CRI log format kwok 
 F for a whole line or P for a last line without newline, so the text comes back
 byte for byte. The files may come before or after the pods: a request reads the file when
 it comes, and one with no recording yet answers kwok's error.
+
+kwok's log server keeps the Logs objects in a list it rebuilds only when its informer's
+resource version changes, and that version can move on before the informer's store holds
+the object (the reflector is ahead of the store): the list then lacks the new object, and
+the pod's log request answers 400 "no logs found", until some later change of a Logs
+object. After the last pods of a run no such change would come, so the watcher makes one:
+a nudge object of its own, changed once a second while pods were served since the last
+nudge.
 """
 
 from __future__ import annotations
@@ -43,6 +51,9 @@ SERVE_WORKERS = 4
 SERVE_ATTEMPTS = 5
 """Tries per pod before the pod is reported as not served (it then stays Pending)."""
 _NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
+NUDGE = "sandcheck-logs-nudge"
+"""The Logs object (in ``default``, naming no pod) whose changes refresh kwok's list."""
+NUDGE_EVERY = 1.0
 
 
 def logs_crd() -> dict[str, Any]:
@@ -137,6 +148,8 @@ class PodLogs:
         self.problems: list[str] = []
         """Pods that could not be served, and watch trouble: for a failure's diagnostics."""
         self.served = 0
+        self._nudged = (0, 0.0)
+        """(served, monotonic time) at the last nudge."""
         self._taken: set[str] = set()
         self._closed = threading.Event()
         self._pool = ThreadPoolExecutor(max_workers=SERVE_WORKERS,
@@ -150,6 +163,8 @@ class PodLogs:
 
     def start(self) -> None:
         """Watch from now on (the simulated nodes have no pod yet)."""
+        self._make({"apiVersion": f"{GROUP}/{VERSION}", "kind": LOGS_KIND,
+                    "metadata": {"name": NUDGE, "namespace": "default"}, "spec": {"logs": []}})
         self._watch.__enter__()
         self._thread = threading.Thread(target=self._pump, daemon=True, name="kwok-logs")
         self._thread.start()
@@ -175,6 +190,19 @@ class PodLogs:
                     self._take(item[2])
                 except Exception as exc:  # one odd object must not end the watch
                     self.problems.append(f"pod event not handled: {exc!r}")
+            served, when = self._nudged
+            if self.served != served and time.monotonic() - when >= NUDGE_EVERY:
+                self._nudged = (self.served, time.monotonic())
+                self._pool.submit(self._nudge, self.served)
+
+    def _nudge(self, served: int) -> None:
+        try:
+            self.custom.patch_namespaced_custom_object(
+                GROUP, VERSION, "default", PLURAL, NUDGE,
+                {"metadata": {"annotations": {"sandcheck.dev/served": str(served)}}},
+                _request_timeout=TIMEOUTS.api_call)
+        except Exception as exc:  # the next pod served nudges again
+            self.problems.append(f"nudging kwok's list of Logs: {exc}")
 
     def _take(self, pod: dict[str, Any]) -> None:
         meta = pod.get("metadata") or {}
@@ -211,9 +239,11 @@ class PodLogs:
         self.problems.append(f"pod {where}: not served: {error}")
 
     def _create(self, pod: dict[str, Any]) -> None:
+        self._make(logs_object(pod, self.root))
+
+    def _make(self, body: dict[str, Any]) -> None:
         from kubernetes.client.rest import ApiException
 
-        body = logs_object(pod, self.root)
         try:
             self.custom.create_namespaced_custom_object(
                 GROUP, VERSION, body["metadata"]["namespace"], PLURAL, body,
