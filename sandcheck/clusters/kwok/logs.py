@@ -190,10 +190,14 @@ class PodLogs:
                     self._take(item[2])
                 except Exception as exc:  # one odd object must not end the watch
                     self.problems.append(f"pod event not handled: {exc!r}")
-            served, when = self._nudged
-            if self.served != served and time.monotonic() - when >= NUDGE_EVERY:
-                self._nudged = (self.served, time.monotonic())
-                self._pool.submit(self._nudge, self.served)
+            self._nudge_if_due()
+
+    def _nudge_if_due(self) -> None:
+        """Pods were served since the last nudge, at least NUDGE_EVERY ago: nudge again."""
+        served, when = self._nudged
+        if self.served != served and time.monotonic() - when >= NUDGE_EVERY:
+            self._nudged = (self.served, time.monotonic())
+            self._pool.submit(self._nudge, self.served)
 
     def _nudge(self, served: int) -> None:
         try:
