@@ -70,6 +70,11 @@ class Timeouts:
     """go mod download/tidy of a large module graph."""
     go_build: float = 5400.0
     """A cold Go build on two busy cores."""
+    cargo_build: float = 3600.0
+    """A cold ``cargo install`` of a pinned crate (youki) on two busy cores."""
+    runtime_precondition: float = 60.0
+    """One host precondition of a runtime tried for real (a gVisor sandbox booted on the
+    KVM platform, ``kata-runtime check``)."""
     critest: float = 1800.0
     """One critest run of the whole suite for one handler (runsc's takes minutes)."""
     e2e: float = 3600.0

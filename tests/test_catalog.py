@@ -11,7 +11,7 @@ from sandcheck.errors import UserError
 
 
 def test_builtin_runtimes_cover_the_design():
-    assert {"runc", "crun", "runsc", "kata", "youki"} <= set(BUILTIN)
+    assert {"runc", "crun", "runsc", "runsc-kvm", "kata", "youki"} <= set(BUILTIN)
     runsc = BUILTIN["runsc"]
     assert (runsc.handler, runsc.runtime_class, runsc.runtime_type) == (
         "runsc", "gvisor", "io.containerd.runsc.v1")
@@ -83,10 +83,59 @@ def test_syscall_outcome_classes(result, outcome):
 
 
 def test_runtimeclass_manifests():
-    docs = list(yaml.safe_load_all(manifests(Catalog.load().select("runc,runsc,kata"))))
+    docs = list(yaml.safe_load_all(manifests(
+        Catalog.load().select("runc,runsc,kata,youki,runsc-kvm"))))
     assert [(d["metadata"]["name"], d["handler"]) for d in docs] == [
-        ("runc", "runc"), ("gvisor", "runsc"), ("kata-qemu", "kata-qemu")]
+        ("runc", "runc"), ("gvisor", "runsc"), ("kata", "kata"), ("youki", "youki"),
+        ("gvisor-kvm", "runsc-kvm")]
     assert all(d["apiVersion"] == "node.k8s.io/v1" and d["kind"] == "RuntimeClass"
                for d in docs)
     assert docs[2]["overhead"] == {"podFixed": {"memory": "160Mi", "cpu": "250m"}}
     assert "overhead" not in docs[0]
+
+
+def test_youki_is_a_native_runtime_with_runcs_expectations():
+    youki, runc = BUILTIN["youki"], BUILTIN["runc"]
+    assert youki.unavailable is None and youki.cargo_build == "youki"
+    assert (youki.runtime_type, youki.options) == ("io.containerd.runc.v2",
+                                                   {"BinaryName": "youki"})
+    assert youki.binaries == ("youki", "containerd-shim-runc-v2")
+    assert youki.isolation == runc.isolation  # host kernel, RuntimeDefault applied, same caps
+    assert youki.isolation.own_kernel is False
+    assert youki.isolation.default_capabilities == 0x00000000A80425FB
+
+
+def test_runsc_kvm_is_the_same_runsc_on_the_kvm_platform():
+    kvm, runsc = BUILTIN["runsc-kvm"], BUILTIN["runsc"]
+    assert (kvm.handler, kvm.runtime_class, kvm.precondition) == ("runsc-kvm", "gvisor-kvm",
+                                                                  "kvm")
+    assert kvm.containerd_options("/etc/containerd") == {
+        "TypeUrl": "io.containerd.runsc.v1.options",
+        "ConfigPath": "/etc/containerd/runsc-kvm.toml"}
+    assert kvm.config_files == {"runsc-kvm.toml": {"runsc_config": {
+        "platform": "kvm", "oci-seccomp": "true"}}}
+    assert runsc.config_files["runsc.toml"]["runsc_config"]["platform"] == "systrap"
+    assert (kvm.binaries, kvm.go_build) == (runsc.binaries, runsc.go_build)
+    assert kvm.upstream_deviations == runsc.upstream_deviations
+    same = ("own_kernel", "dmesg_marker", "default_capabilities", "extra_devices", "escape")
+    assert all(getattr(kvm.isolation, f) == getattr(runsc.isolation, f) for f in same)
+    assert kvm.isolation.surface.expected is None  # not measured on a KVM that runs gVisor
+    assert kvm.isolation.surface.never <= runsc.isolation.surface.never
+
+
+def test_kata_expects_a_guest_kernel_and_a_hypervisor_process():
+    kata = BUILTIN["kata"]
+    assert (kata.runtime_type, kata.binaries) == (
+        "io.containerd.kata.v2", ("containerd-shim-kata-v2", "kata-runtime"))
+    assert kata.isolation.own_kernel is True and kata.precondition == "kata"
+    assert {"qemu-system-x86_64", "cloud-hypervisor", "firecracker"} <= set(
+        kata.isolation.surface.executors)
+    assert "workload" not in kata.isolation.surface.executors
+
+
+def test_summaries_say_what_a_report_shows_beside_the_measurements():
+    assert BUILTIN["runsc-kvm"].summary() == {
+        "handler": "runsc-kvm", "runtime_class": "gvisor-kvm",
+        "description": BUILTIN["runsc-kvm"].description, "kernel": "own",
+        "executors": ["runsc-sandbox", "runsc-gofer"], "precondition": "kvm"}
+    assert BUILTIN["youki"].summary()["kernel"] == "node"

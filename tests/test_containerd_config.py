@@ -213,3 +213,24 @@ def test_cli_empty_file_takes_schema_from_option(tmp_path, capsys):
     doc = cc.parse((tmp_path / "out.toml").read_text())
     assert doc["version"] == 3 and "runc" in cc.handlers(doc)
     assert target.read_text() == ""
+
+
+def test_each_gvisor_handler_of_a_node_has_its_config_file_and_root(tmp_path):
+    """runsc and runsc-kvm side by side: one config file each, with the platform and a
+    runtime root of its own under the run's work dir."""
+    from sandcheck.clusters import nodeconfig
+    from sandcheck.containerd.images import ProbeImage
+
+    image = ProbeImage(tmp_path / "a.tar", "localhost/sandcheck/probe:x", "sha256:x",
+                       tmp_path / "probe")
+    doc = nodeconfig.node_config(CATALOG.select("runc,youki,runsc,runsc-kvm"), tmp_path, image,
+                                 schema=2, default_alias=None)
+    etc = tmp_path / "etc"
+    for handler, platform in (("runsc", "systrap"), ("runsc-kvm", "kvm")):
+        table = cc.handler_table(doc, 2, handler)
+        assert table["options"]["ConfigPath"] == f"{etc}/{handler}.toml"
+        written = tomlkit.parse((etc / f"{handler}.toml").read_text())
+        assert written["root"] == str(tmp_path / "runtime" / handler)
+        assert written["runsc_config"]["platform"] == platform
+    youki = cc.handler_table(doc, 2, "youki")["options"]
+    assert youki == {"BinaryName": "youki", "Root": str(tmp_path / "runtime" / "youki")}

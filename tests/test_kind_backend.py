@@ -98,6 +98,11 @@ def test_node_patch_follows_the_node_runc_handler():
     assert tables["runsc"]["options"]["ConfigPath"] == "/etc/containerd/runsc.toml"
     assert 'systemd-cgroup = "true"' in report.files["runsc.toml"]
     assert nodeconfig.patched(text, runtimes("crun,runsc"))[0] == text  # idempotent
+    _, kvm = nodeconfig.patched(node, runtimes("youki,runsc-kvm"))
+    assert 'systemd-cgroup = "true"' in kvm.files["runsc-kvm.toml"]
+    assert 'platform = "kvm"' in kvm.files["runsc-kvm.toml"]
+    assert handlers_of(nodeconfig.patched(node, runtimes("youki"))[0])["youki"]["options"] == {
+        "BinaryName": "youki", "SystemdCgroup": True}
 
 
 def test_options_are_checked_without_starting_anything():

@@ -249,5 +249,45 @@ def test_checks_that_are_not_pytest_items_are_recorded_with_their_own_status(inn
     assert checks["upstream.one"]["duration_seconds"] == 0.5
     summary = (report_dir / "summary.md").read_text()
     assert "## Declared deviations" in summary and "declared deviation (vendor docs)" in summary
-    assert "1 declared deviations" in summary
+    assert "1 declared deviation" in summary
     assert "1 deviation" in (report_dir / "report.html").read_text()
+
+
+DEVIATION_FILE = '''
+def test_seccomp_runtime_default(backend, runtime):
+    assert 0 == 2, "Seccomp mode is 0"
+
+
+def test_default_capabilities(backend, runtime):
+    pass
+
+
+def test_kernel_identity(backend, runtime):
+    raise RuntimeError("the probe crashed")
+'''
+
+DEVIATION_CATALOG = """
+[runtimes.runc.known_deviations]
+"isolation.seccomp_runtime_default" = "vendor docs: exec'd processes are unfiltered"
+"isolation.default_capabilities" = "vendor docs: an old release"
+"isolation.kernel_identity" = "vendor docs: not an assertion"
+"""
+
+
+def test_a_declared_deviation_of_a_check_is_reported_as_such(inner, pytester):
+    """A runtime's known_deviations: its failed assertion is a deviation (not a pass, and
+    it fails nothing), a pass says the declaration can go, any other error stays one."""
+    (pytester.path / "isolation").mkdir()
+    (pytester.path / "isolation" / "test_iso.py").write_text(DEVIATION_FILE)
+    catalog = pytester.path / "catalog.toml"
+    catalog.write_text(DEVIATION_CATALOG)
+    result, report_dir = inner("--catalog", str(catalog), "isolation")
+    result.assert_outcomes(xfailed=1, xpassed=1, failed=1)
+    checks = {c["id"]: c for c in _results(report_dir)["checks"]}
+    seccomp = checks["isolation.seccomp_runtime_default"]
+    assert seccomp["status"] == "deviation"
+    assert seccomp["message"].startswith("declared deviation: vendor docs: exec'd processes")
+    assert "observed: AssertionError: Seccomp mode is 0" in seccomp["message"]
+    caps = checks["isolation.default_capabilities"]
+    assert caps["status"] == "passed" and "remove it from the catalog" in caps["message"]
+    assert checks["isolation.kernel_identity"]["status"] == "failed"

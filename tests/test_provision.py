@@ -21,7 +21,7 @@ import pytest
 
 from sandcheck.catalog import BUILTIN, Catalog
 from sandcheck.errors import ComponentError, UserError
-from sandcheck.provision import apt, gobuild, hostprep, install, pins, tools
+from sandcheck.provision import apt, cargobuild, gobuild, hostprep, install, pins, tools
 from sandcheck.provision.links import install_links
 from sandcheck.provision.paths import cache_dir, path_dir
 from sandcheck.provision.tools import GoTool, SourcePatch
@@ -460,3 +460,109 @@ def test_provision_says_a_built_runtime_is_missing_when_its_binary_is(cache, mon
     entry = out["runtimes"]["runsc"]
     assert entry["available"] is False
     assert entry["reason"] == "containerd-shim-runsc-v1 not on PATH after provisioning"
+
+
+# --- the cargo build engine (youki), with cargo replaced ------------------------------------
+
+class FakeCargo:
+    """Stands in for cargo: ``run_logged`` installs each binary where ``--root`` says."""
+
+    def __init__(self, monkeypatch, rust=(1, 95)):
+        self.builds: list[list[str]] = []
+        self.apt: list[str] = []
+        monkeypatch.setattr(cargobuild, "find_cargo", lambda: "cargo")
+        monkeypatch.setattr(cargobuild, "rust_version", lambda cargo: rust)
+        monkeypatch.setattr(cargobuild, "run_logged", self.run_logged)
+        monkeypatch.setattr(cargobuild, "apt_install", lambda pkgs, progress: self.apt.extend(pkgs))
+
+    def run_logged(self, argv, *, cwd, env, log, timeout, what, poll=None):
+        self.builds.append(argv)
+        assert env["CARGO_TARGET_DIR"] == str(cache_dir() / "cargo" / "target")
+        bin_dir = Path(argv[argv.index("--root") + 1]) / "bin"
+        bin_dir.mkdir(parents=True)
+        exe = bin_dir / "youki"
+        exe.write_text("#!/bin/sh\necho youki version 0.7.0\n")
+        exe.chmod(0o755)
+        (bin_dir.parent / ".crates.toml").write_text("")
+
+
+def test_youki_is_built_once_from_crates_io_with_its_pinned_features(cache, monkeypatch):
+    cargo = FakeCargo(monkeypatch)
+    lines: list[str] = []
+    first = cargobuild.build(tools.YOUKI, progress=lines.append)
+    assert first == {"youki": cache / "bin" / f"youki-{pins.YOUKI_VERSION}" / "youki"}
+    (argv,) = cargo.builds
+    assert argv[:5] == ["cargo", "install", "youki", "--version", pins.YOUKI_VERSION]
+    assert "--locked" in argv and "--no-default-features" in argv
+    assert argv[argv.index("--features") + 1] == "v1,v2,seccomp"
+    assert cargo.apt == ["libseccomp-dev", "pkg-config"]
+    stamp = gobuild.read_stamp(tools.YOUKI.target())
+    assert stamp["features"] == ["seccomp", "v1", "v2"] and stamp["rust"] == "1.95"
+    assert sorted(p.name for p in tools.YOUKI.target().iterdir()) == [".stamp.json", "youki"]
+    again: list[str] = []
+    assert cargobuild.build(tools.YOUKI, progress=again.append) == first
+    assert len(cargo.builds) == 1 and len(cargo.apt) == 2  # no cargo, no apt the second time
+    assert len(again) == 1 and "cached" in again[0]
+
+
+def test_other_features_are_another_build(cache, monkeypatch):
+    FakeCargo(monkeypatch)
+    cargobuild.build(tools.YOUKI, progress=lambda _: None)
+    assert cargobuild.cached(tools.YOUKI) is not None
+    assert cargobuild.cached(dataclasses.replace(tools.YOUKI, features=("v2",))) is None
+    assert cargobuild.cached(dataclasses.replace(tools.YOUKI, version="0.7.1")) is None
+
+
+def test_the_youki_features_suit_this_hosts_cgroups():
+    """youki drives cgroup v1 (and hybrid) hosts only with v1, unified ones with v2."""
+    mode = hostprep.cgroup_mode()
+    assert "v2" in pins.YOUKI_FEATURES and "seccomp" in pins.YOUKI_FEATURES
+    if mode in ("v1", "hybrid"):
+        assert "v1" in pins.YOUKI_FEATURES
+    assert "v1,v2,seccomp" in BUILTIN["youki"].caveat  # the catalog says what the pin builds
+
+
+def test_an_old_rust_says_how_to_get_a_new_one(monkeypatch):
+    monkeypatch.setattr(cargobuild.shutil, "which", lambda name: "/usr/bin/cargo")
+    monkeypatch.setattr(cargobuild, "rust_version", lambda cargo: (1, 63))
+    with pytest.raises(UserError, match=r"Rust 1\.63; the pinned crates need Rust >= 1\.85: "
+                                        r"install a current Rust with rustup"):
+        cargobuild.find_cargo()
+
+
+def test_provision_builds_youki_and_links_it(cache, monkeypatch):
+    steps = Steps(monkeypatch, on_path={"youki", "containerd-shim-runc-v2"})
+    monkeypatch.setattr(install.cargobuild, "build", lambda tool, progress: (
+        steps.built.append(tool.name) or {"youki": Path("/built/youki")}))
+    out = install.provision([BUILTIN["youki"]], containerd2=False, progress=lambda _: None)
+    assert steps.built == ["cri-tools", "youki"]
+    assert out["binaries"]["youki"] == "/built/youki"
+    assert out["runtimes"]["youki"]["available"] is True
+    assert steps.cgroups == 0  # youki needs no hugetlb move, unlike crun
+
+
+def test_a_failed_youki_build_leaves_it_unavailable_with_why(cache, monkeypatch):
+    Steps(monkeypatch)
+
+    def no_cargo(tool, progress):
+        raise UserError("cargo not found: install a current Rust with rustup")
+
+    monkeypatch.setattr(install.cargobuild, "build", no_cargo)
+    out = install.provision([BUILTIN["youki"], BUILTIN["runc"]], containerd2=False,
+                            progress=lambda _: None)
+    assert out["runtimes"]["youki"]["reason"] == (
+        "youki, containerd-shim-runc-v2 not on PATH after provisioning: its build failed: "
+        "cargo not found: install a current Rust with rustup")
+
+
+@pytest.mark.skipif(
+    not os.access(Path.home() / ".cache" / "sandcheck" / "path" / "youki", os.X_OK),
+    reason="youki not provisioned in the default cache (run `sandcheck provision --runtimes "
+    "youki`)")
+def test_provisioned_youki_is_the_pin_with_its_features(monkeypatch):
+    monkeypatch.delenv("SANDCHECK_CACHE", raising=False)
+    assert versions()["youki"] == pins.YOUKI_VERSION
+    out = subprocess.run([str(path_dir() / "youki"), "features"], capture_output=True,
+                         text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert cargobuild.cached(tools.YOUKI) is not None

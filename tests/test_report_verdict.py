@@ -110,3 +110,92 @@ def test_a_run_without_nodes_keeps_its_verdict_lines():
     page, md = render_html(results()), render_markdown(results())
     assert "nodes passed" not in page and 'class="groups"' not in page
     assert "nodes passed" not in md and "Failing nodes" not in md
+
+
+KVM_REASON = ("runsc cannot start a sandbox on the KVM platform here: panic: error initializing "
+              "vCPU(id=0) state: error setting system registers: invalid argument")
+
+
+def five() -> Results:
+    """runc, crun, youki, runsc and runsc-kvm, the last left out by the backend."""
+    starts = {"runc": 0.27, "crun": 0.20, "youki": 0.27, "runsc": 0.45}
+    memory = {"runc": 8, "crun": 7, "youki": 8, "runsc": 52}
+    checks = [Check(f"isolation.{name}", rt, "passed")
+              for rt in starts for name in ("kernel_identity", "default_capabilities")]
+    checks += [Check("security.default_pod_shows_no_escape_precondition", rt, "passed")
+               for rt in starts]
+    checks += [Check("isolation.kernel_identity", "runsc-kvm", "skipped",
+                     message=f"runsc-kvm cannot run on this node: {KVM_REASON}")]
+    metrics = [Metric(HEADLINE, rt, "seconds", around(s)) for rt, s in starts.items()]
+    metrics += [Metric("pss_per_pod_bytes", rt, "bytes", around(m * MIB, 4))
+                for rt, m in memory.items()]
+    metrics += [Metric("host_syscalls_reachable_count", "runc", "syscalls", [304.0]),
+                Metric("host_syscalls_reachable_count", "runsc", "syscalls", [109.0])]
+    profiles = {rt: {"kernel": "node"} for rt in ("runc", "crun", "youki")}
+    profiles |= {"runsc": {"kernel": "own"}, "runsc-kvm": {"kernel": "own"}}
+    return Results(environment={"backend": "node", "backend_level": "CRI",
+                                "runtime_profiles": profiles,
+                                "runtimes_not_runnable": {"runsc-kvm": KVM_REASON}},
+                   checks=checks, metrics=metrics)
+
+
+def test_five_runtimes_side_by_side_with_ratios_and_what_to_pick():
+    from sandcheck.reports.pick import choices
+
+    rows = {c.runtime: c for c in choices(five())}
+    assert list(rows) == ["runc", "crun", "youki", "runsc", "runsc-kvm"]
+    assert rows["runc"].start == "0.270 s (reference)"
+    assert rows["crun"].start.startswith("0.200 s, 0.74× runc (95% CI")
+    assert "within noise" in rows["youki"].start and "within noise" in rows["youki"].memory
+    assert rows["runsc"].memory.startswith("52.0 MiB, 6.50× runc (95% CI")
+    assert rows["runsc"].reachable == "109 (0.36×)" and rows["runc"].reachable == "304"
+    assert rows["runsc"].kernel == "its own" and rows["youki"].kernel == "the node's"
+    assert rows["youki"].isolation == "3/3 passed"
+    assert rows["crun"].pick == ("trusted code: the node's kernel, starting faster than runc "
+                                 "(when start time counts)")
+    assert rows["youki"].pick == "trusted code: the node's kernel, starting as fast as runc"
+    assert rows["runsc"].pick.startswith("untrusted or multi-tenant code")
+    assert rows["runsc-kvm"].pick == f"not here: {KVM_REASON}"
+    assert not rows["runsc-kvm"].runnable and rows["runsc-kvm"].isolation == "not run"
+
+
+def test_the_pick_table_and_verdicts_render_for_five_runtimes():
+    page, md = render_html(five()), render_markdown(five())
+    assert page.index('id="verdict"') < page.index('id="pick"') < page.index(
+        "<h2>Conformance</h2>")
+    pick = page[page.index('id="pick"'):page.index("</section>", page.index('id="pick"'))]
+    assert pick.count("<tr") == 6 and '<tr class="muted">' in pick  # header + five rows
+    assert "<b>runsc-kvm</b>" in page and f"not runnable here: {KVM_REASON}" in page
+    assert md.index("## Verdict") < md.index("## Which to pick") < md.index("## Conformance")
+    assert f"- ⏭ **runsc-kvm**: not runnable here: {KVM_REASON}" in md
+    assert "| youki | the node's | 3/3 passed | · | 0.270 s, ≈ runc (" in md
+    for rt in ("crun", "youki", "runsc"):
+        assert f"- ✅ **{rt}**: isolates as expected: 3 of 3 checks passed · start " in md
+    # every runtime other than runc gets its own start comparison line when CRI starts exist
+    with_cri = five()
+    with_cri.metrics += [Metric(CRI_START, rt, "seconds", around(s)) for rt, s in
+                         {"runc": 0.2, "crun": 0.15, "youki": 0.2, "runsc": 0.4}.items()]
+    assert [c.runtime for c in compare_starts(with_cri)] == ["crun", "youki", "runsc"]
+
+
+def test_a_pick_table_needs_two_runtimes():
+    one = Results(checks=[Check("isolation.kernel_identity", "runc", "passed")])
+    assert "Which to pick" not in render_markdown(one)
+    assert 'id="pick"' not in render_html(one)
+
+
+def test_a_declared_isolation_deviation_is_named_where_a_reader_picks():
+    run = five()
+    run.checks = [c for c in run.checks if not (c.runtime == "youki" and
+                                                 c.id == "isolation.default_capabilities")]
+    run.checks.append(Check("isolation.seccomp_runtime_default", "youki", "deviation",
+                            message="declared deviation: exec'd processes get no filter"))
+    from sandcheck.reports.pick import choices
+
+    youki = {c.runtime: c for c in choices(run)}["youki"]
+    assert youki.isolation == "2/3 passed, 1 declared deviation"
+    assert youki.pick == ("trusted code: the node's kernel, starting as fast as runc; weaker "
+                          "than its class where it deviates (seccomp_runtime_default)")
+    md = render_markdown(run)
+    assert "- ✅ **youki**: isolates, with declared deviations: 2 of 3 checks passed, 1 " \
+           "declared deviation" in md

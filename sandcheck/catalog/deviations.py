@@ -77,3 +77,47 @@ GVISOR_E2E = {
     "[NodeConformance]":
         _GVISOR_SUID + "; the spec execs a setuid-root program expecting euid 0",
 }
+
+# youki 0.7.0 (the pin, built with v1,v2,seccomp) behind containerd 1.7's runc shim, measured
+# on the node backend; each cause read in the pinned crates' source (libcontainer 0.7.0).
+_YOUKI_EXEC_SECCOMP = (
+    "youki does not give a process exec'd into a container the container's seccomp filter: "
+    "its tenant builder rebuilds the spec's linux section from namespaces, cgroupsPath, "
+    "personality and time offsets only, dropping linux.seccomp (libcontainer "
+    "src/container/tenant_builder.rs adapt_spec_for_tenant at the pin). The container's "
+    "own process is filtered (Seccomp 2 in /proc/1/status), `crictl exec` and `kubectl "
+    "exec` processes are not (Seccomp 0)")
+_YOUKI_PROPAGATION = (
+    "containerd 1.7 sets linux.rootfsPropagation to rshared/rslave for a bidirectional or "
+    "host-to-container mount (pkg/cri/opts/spec_linux_opts.go), and youki accepts only "
+    "shared, private, slave and unbindable there (UnknownRootfsPropagation(\"rshared\"), "
+    "libcontainer src/rootfs/rootfs.rs at the pin), so the container does not start; "
+    "youki does not apply per-mount propagation options either (youki-dev/youki#3604)")
+YOUKI_CRITEST = {
+    "Security Context SeccompProfilePath should support seccomp default on the container":
+        _YOUKI_EXEC_SECCOMP + "; the spec reads Seccomp of an exec'd process",
+    "Security Context SeccompProfilePath should support seccomp localhost profile on the "
+    "container": _YOUKI_EXEC_SECCOMP + "; the spec execs chmod, which the profile denies",
+    "Security Context SeccompProfilePath runtime should support an seccomp profile that "
+    "blocks setting hostname with SYS_ADMIN":
+        _YOUKI_EXEC_SECCOMP + "; the spec execs hostname, which the profile denies",
+    "Container Mount Propagation runtime should support mount propagation mount with "
+    "'rshared' should support propagation from host to container and vice versa":
+        _YOUKI_PROPAGATION,
+    "Container Mount Propagation runtime should support mount propagation mount with "
+    "'rslave' should support propagation from host to container": _YOUKI_PROPAGATION,
+}
+# sandcheck's own checks youki does not meet: the probe runs exec'd into the pod, as
+# `kubectl exec` does, and a pod's cgroup v1 hierarchies are writable.
+YOUKI_CHECKS = {
+    "isolation.seccomp_runtime_default": _YOUKI_EXEC_SECCOMP,
+    "isolation.syscall_matrix_runtime_default":
+        _YOUKI_EXEC_SECCOMP + ": the exec'd probe's syscalls meet the kernel, not the profile",
+    "security.default_pod_shows_no_escape_precondition": (
+        "on a cgroup v1 or hybrid host youki bind-mounts each of the pod's cgroup v1 "
+        "hierarchies read-write (\"rw\", \"rbind\" in libcontainer src/rootfs/mount.rs "
+        "setup_emulated_subsystem at the pin), ignoring the \"ro\" of the /sys/fs/cgroup mount "
+        "the spec asks for (containerd and dockerd alike): root in a default pod can write "
+        "its own cgroup's files (notify_on_release, and its own limits such as "
+        "memory.limit_in_bytes), which runc and crun mount read-only"),
+}

@@ -64,12 +64,36 @@ class Runtime:
     """Debian packages that provide the runtime; ``sandcheck provision`` installs them."""
     go_build: str | None = None
     """The pinned Go build that provides the runtime (a name in sandcheck/provision/tools.py)."""
+    cargo_build: str | None = None
+    """The pinned crates.io build that provides the runtime (a ``CargoTool`` name in
+    sandcheck/provision/tools.py)."""
+    precondition: str | None = None
+    """A host precondition beyond the binaries, tried for real before the runtime is used
+    (a name in sandcheck/provision/preconditions.py: ``kvm`` for gVisor's KVM platform,
+    ``kata`` for Kata's host check); a runtime whose precondition fails is left out with
+    the evidence, as one whose binaries are missing is."""
     caveat: str | None = None
     """What the runtime needs beyond its binaries; the provisioning report repeats it."""
+    known_deviations: dict[str, str] = field(default_factory=dict)
+    """sandcheck's own check (``isolation.seccomp_runtime_default``) -> the documented cause
+    of this runtime not meeting it. Such a check's failed assertion is reported as a
+    deviation (🔶: not a pass, and it fails nothing); one that passes says the declaration
+    can go. The expectation itself stays what the runtime's class must show."""
     upstream_deviations: dict[str, dict[str, str]] = field(default_factory=dict)
     """Upstream suite (``critest``, ``e2e``) -> spec name -> the source documenting that this
     runtime does not meet it. Such a spec's failure is reported as a deviation, not as a pass
     or a failure (sandcheck/upstream/verdicts.py)."""
+
+    def summary(self) -> dict[str, Any]:
+        """What a report says of the runtime beside its measurements: its class and
+        handler, the kernel between its workload and the host, the host processes that
+        run the workload, and how it is made available."""
+        kernel = {True: "own", False: "node", None: None}[self.isolation.own_kernel]
+        surface = self.isolation.surface
+        return {"handler": self.handler, "runtime_class": self.runtime_class,
+                "description": self.description, "kernel": kernel,
+                "executors": list(surface.executors) if surface else [],
+                "precondition": self.precondition}
 
     def containerd_options(self, config_dir: str) -> dict[str, Any]:
         return {k: _fill(v, config_dir) for k, v in self.options.items()}

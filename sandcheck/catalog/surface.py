@@ -75,3 +75,28 @@ GVISOR_SURFACE = HostSurface(
     notes="gVisor's own filters on the Sentry, Gofer and stubs: the workload's syscalls "
     "are served by the Sentry, which itself reaches these; a new gVisor that reaches more "
     "fails here naming them (update the set with the release)")
+
+# gVisor on the KVM platform: the same Sentry and Gofers, but the Sentry's filters allow what
+# driving vCPUs needs (ioctl on the VM's fds, KVM_RUN) instead of systrap's stubs, and it
+# could not be measured here (this project's VM refuses the vCPUs' registers). The workload
+# still reaches no host syscall of its own: only what no gVisor platform's filters allow
+# (program execution, kernel modules, kexec, reboot, swap, accounting) is judged; the
+# count is measured and recorded.
+_NO_SENTRY_ALLOWS = frozenset("""
+execve execveat init_module finit_module delete_module kexec_load kexec_file_load reboot
+swapon swapoff acct
+""".split())
+GVISOR_KVM_SURFACE = HostSurface(
+    executors=GVISOR_SURFACE.executors, never=_NO_SENTRY_ALLOWS,
+    notes="gVisor's own filters on the Sentry and Gofers on the KVM platform: not measured "
+    "yet on a host whose KVM runs gVisor, so only the syscalls that must stay unreachable "
+    "are judged; record the reachable set from a KVM host to bound it like systrap's")
+
+# Kata: the workload runs in a guest kernel; on the host, the hypervisor process (its argv0:
+# QEMU, Cloud Hypervisor or Firecracker, as the Kata configuration names it) and virtiofsd
+# execute the pod. Its memory is the VM's: the memory suite counts it among the pod's
+# processes and the surface suite reads its filters.
+KATA_SURFACE = HostSurface(
+    executors=("qemu-system-x86_64", "qemu-kvm", "cloud-hypervisor", "firecracker"),
+    notes="the VM's hypervisor is the pod's host process: what its seccomp filters allow "
+    "(if the hypervisor installs any) is measured and recorded, not judged")

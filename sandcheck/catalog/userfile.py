@@ -25,7 +25,7 @@ _FIELDS = {
     "handler", "runtime_class", "runtime_type", "description", "options", "handler_settings",
     "binaries", "config_files", "overhead", "scheduling", "own_kernel", "dmesg_marker",
     "syscalls", "syscalls_unfiltered", "default_capabilities", "extra_devices", "base",
-    "packages", "escape", "surface", "upstream_deviations",
+    "packages", "escape", "surface", "upstream_deviations", "known_deviations",
 }
 _ESCAPE_KEYS = {"default", "restricted", "privileged", "privileged_required", "notes"}
 
@@ -133,6 +133,19 @@ def _host_surface(base: HostSurface | None, spec: Any, where: str) -> HostSurfac
     return replace(base or HostSurface(executors=()), **values)
 
 
+def _overlay(base: dict[str, str], sources: dict[str, Any], where: str) -> dict[str, str]:
+    """``base`` with ``sources`` (name = source) over it; an empty source removes one."""
+    merged = dict(base)
+    for name, source in sources.items():
+        if not isinstance(source, str):
+            raise UserError(f"{where}: the source of {name!r} must be a string")
+        if source:
+            merged[name] = source
+        else:
+            merged.pop(name, None)
+    return merged
+
+
 def _upstream_deviations(base: dict[str, dict[str, str]], spec: Any,
                          where: str) -> dict[str, dict[str, str]]:
     """``[runtimes.NAME.upstream_deviations.SUITE]``: spec name = source; added to the
@@ -144,14 +157,19 @@ def _upstream_deviations(base: dict[str, dict[str, str]], spec: Any,
         raise UserError(f"{where} must hold one table per suite, e.g. [{where.split(': ')[-1]}"
                         ".critest] with \"spec name\" = \"source\"")
     for suite, specs in spec.items():
-        for name, source in specs.items():
-            if not isinstance(source, str):
-                raise UserError(f"{where}.{suite}: the source of {name!r} must be a string")
-            if source:
-                merged.setdefault(suite, {})[name] = source
-            else:
-                merged.get(suite, {}).pop(name, None)
+        merged[suite] = _overlay(merged.get(suite, {}), specs, f"{where}.{suite}")
     return merged
+
+
+def _known_deviations(base: dict[str, str], spec: Any, where: str) -> dict[str, str]:
+    """``[runtimes.NAME.known_deviations]``: check id = source, over the base's; an empty
+    source removes an inherited one."""
+    if spec is None:
+        return dict(base)
+    if not isinstance(spec, dict):
+        raise UserError(f"{where} must be a table of \"check id\" = \"source\", e.g. "
+                        "\"isolation.seccomp_runtime_default\" = \"vendor docs, section 4\"")
+    return _overlay(base, spec, where)
 
 
 def _merge(name: str, base: Runtime | None, spec: dict[str, Any], where: str) -> Runtime:
@@ -199,6 +217,8 @@ def _merge(name: str, base: Runtime | None, spec: dict[str, Any], where: str) ->
         isolation=iso,
         unavailable=None if base is None or "binaries" in spec else rt.unavailable,
         upstream_deviations=deviations,
+        known_deviations=_known_deviations(rt.known_deviations, spec.get("known_deviations"),
+                                           f"{where}: known_deviations"),
     )
     for label, value in (("handler", merged.handler), ("runtime_class", merged.runtime_class)):
         if not DNS1123_LABEL.match(value) or len(value) > 63:

@@ -128,8 +128,9 @@ def cmd_catalog(args) -> int:
     for rt in _catalog(args).runtimes.values():
         kernel = {True: "own kernel", False: "node kernel",
                   None: "unknown"}[rt.isolation.own_kernel]
-        note = f"  [unavailable: {rt.unavailable}]" if rt.unavailable else ""
-        print(f"{rt.name:8} handler={rt.handler:10} class={rt.runtime_class:10} "
+        note = f"  [needs a host check: {rt.precondition}]" if rt.precondition else ""
+        note += f"  [unavailable: {rt.unavailable}]" if rt.unavailable else ""
+        print(f"{rt.name:9} handler={rt.handler:10} class={rt.runtime_class:10} "
               f"type={rt.runtime_type:28} {kernel}{note}")
     return 0
 

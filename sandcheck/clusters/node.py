@@ -54,6 +54,7 @@ from sandcheck.host.workdir import WORK_BASE, claim, delete_tree, run_id_of
 from sandcheck.oci.distribution import LoopbackRegistry
 from sandcheck.progress import Progress, quiet
 from sandcheck.provision.paths import path_dir, search_path
+from sandcheck.provision.preconditions import not_runnable
 from sandcheck.provision.versions import versions
 from sandcheck.timeouts import TIMEOUTS
 
@@ -129,6 +130,8 @@ class NodeBackend:
         self.runtimes = list(runtimes)
         self.default_alias = default_alias
         self.missing_runtimes: dict[str, str] = {}
+        self.preconditions: dict[str, dict[str, Any]] = {}
+        """Runtime -> the evidence of its host precondition, tried at start."""
         self.run_id = run_id
         self.image = image
         self.keep = keep
@@ -194,7 +197,8 @@ class NodeBackend:
             self.verified[rt.handler] = got.get("runtimeType")
 
     def _drop_missing_runtimes(self) -> None:
-        """Leave out runtimes whose binaries this node lacks; their checks skip, naming why."""
+        """Leave out runtimes whose binaries this node lacks, or whose host precondition
+        fails (gVisor's KVM platform, Kata's check); their checks skip, naming why."""
         path = self._search_path()
         for rt in list(self.runtimes):
             absent = absent_binaries(rt, path)
@@ -202,6 +206,9 @@ class NodeBackend:
                 how = rt.unavailable or f"run `sandcheck provision --runtimes {rt.name}`"
                 self.missing_runtimes[rt.name] = f"{', '.join(absent)} not found: {how}"
                 self.runtimes.remove(rt)
+        unusable, self.preconditions = not_runnable(self.runtimes, path)
+        self.missing_runtimes.update(unusable)
+        self.runtimes = [rt for rt in self.runtimes if rt.name not in unusable]
         if not self.runtimes:
             raise UserError("none of the selected runtimes can run here: " + "; ".join(
                 f"{k}: {v}" for k, v in self.missing_runtimes.items()))
@@ -223,6 +230,7 @@ class NodeBackend:
             "cgroup_mode": cgroup_mode(),
             "versions": versions(),
             "runtime_binaries": self._runtime_binaries(),
+            "runtime_preconditions": self.preconditions,
         }
 
     def _runtime_binaries(self) -> dict[str, str]:

@@ -15,6 +15,8 @@ from sandcheck.containerd import config as cc
 from sandcheck.containerd import tomledit as te
 from sandcheck.containerd.images import ProbeImage
 
+RUNSC_TYPE = "io.containerd.runsc.v1"
+
 
 def registry_config_path(workdir: Path) -> Path:
     """containerd's ``config_path``: one ``<host>/hosts.toml`` per registry host."""
@@ -78,9 +80,12 @@ def node_config(runtimes: list[Runtime], workdir: Path, image: ProbeImage, schem
         alias = te.plain(cc.handler_table(doc, schema, default))
         te.get(doc, cc.runtimes_path(schema))[default_alias] = alias
     etc.mkdir(parents=True, exist_ok=True)
+    owners = {fname: rt for rt in runtimes for fname in rt.config_files}
     for fname, text in report.files.items():
         content = tomlkit.parse(text)
-        if fname == "runsc.toml":
-            content["root"] = str(workdir / "runtime" / "runsc")
+        owner = owners.get(fname)
+        if owner is not None and owner.runtime_type == RUNSC_TYPE:
+            # A root of each gVisor handler's own (runsc and runsc-kvm side by side).
+            content["root"] = str(workdir / "runtime" / owner.handler)
         (etc / fname).write_text(tomlkit.dumps(content))
     return doc

@@ -39,7 +39,7 @@ from sandcheck.progress import Progress
 from sandcheck.provision.command import STDERR
 from sandcheck.provision.paths import cache_dir
 from sandcheck.provision.pins import GO_MIN
-from sandcheck.provision.tools import GoTool, SourcePatch
+from sandcheck.provision.tools import CachedBuild, GoTool, SourcePatch
 from sandcheck.timeouts import TIMEOUTS, WaitTimeout, wait_until
 
 GO_FALLBACKS = ("/usr/local/go/bin/go", "/usr/lib/go/bin/go")
@@ -140,8 +140,13 @@ def read_stamp(target: Path) -> dict[str, Any]:
 
 def cached(tool: GoTool) -> dict[str, Path] | None:
     """The tool's binaries when its stamp matches and every one is there; else None."""
+    return cached_as(tool, stamp_identity(tool))
+
+
+def cached_as(tool: CachedBuild, ident: dict[str, Any]) -> dict[str, Path] | None:
+    """``tool``'s binaries when its stamp holds ``ident`` and every one is there (any
+    engine's build); else None."""
     stamp = read_stamp(tool.target())
-    ident = stamp_identity(tool)
     if {k: stamp.get(k) for k in ident} != ident:
         return None
     binaries = tool.binaries()
@@ -167,20 +172,29 @@ def build(tool: GoTool, progress: Progress = STDERR) -> dict[str, Path]:
     for pkg in tool.packages.values():
         if pkg != tool.module and not pkg.startswith(tool.module + "/"):
             raise UserError(f"package {pkg} is not in module {tool.module}")
+    return build_once(tool, lambda: cached(tool),
+                      lambda: _build_into(tool, tool.target(), find_go(), progress), progress)
+
+
+def build_once(tool: CachedBuild, found: Callable[[], dict[str, Path] | None],
+               make: Callable[[], float], progress: Progress) -> dict[str, Path]:
+    """The binaries ``found`` returns from the cache, else ``make`` them (it returns the
+    seconds it took) under the build's lock, once across concurrent runs; the Go and the
+    cargo engine alike."""
     target = tool.target()
-    if (found := cached(tool)) is not None:
+    if (binaries := found()) is not None:
         progress(f"{tool.label}: cached in {target} (built {read_stamp(target).get('built')})")
-        return found
+        return binaries
     with locked(cache_dir() / "bin" / f".{tool.label}.lock"):
-        if (found := cached(tool)) is not None:  # another run built it while we waited
+        if (binaries := found()) is not None:  # another run built it while we waited
             progress(f"{tool.label}: cached in {target}")
-            return found
-        seconds = _build_into(tool, target, find_go(), progress)
+            return binaries
+        seconds = make()
         progress(f"{tool.label}: built in {seconds:.0f}s into {target}")
-    found = cached(tool)
-    if found is None:
+    binaries = found()
+    if binaries is None:
         raise ComponentError(f"{tool.label}: built, but {target} does not match its stamp")
-    return found
+    return binaries
 
 
 def _build_into(tool: GoTool, target: Path, go: str, progress: Progress) -> float:
@@ -222,16 +236,22 @@ def _build_into(tool: GoTool, target: Path, go: str, progress: Progress) -> floa
             if not (tmp / exe.name).is_file():
                 raise GoBuildError(f"building {tool.label}: go succeeded but wrote no "
                                    f"{exe.name} ({link})\nfull log: {log}", log)
-        stamp = {**stamp_identity(tool), "go": ".".join(map(str, go_version(go))),
-                 "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                 "build_seconds": seconds, "log": str(log)}
-        (tmp / ".stamp.json").write_text(json.dumps(stamp, indent=2) + "\n")
-        shutil.rmtree(target, ignore_errors=True)
-        os.replace(tmp, target)
+        put_in_place(tmp, target, {**stamp_identity(tool),
+                                   "go": ".".join(map(str, go_version(go))),
+                                   "build_seconds": seconds, "log": str(log)})
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(src, ignore_errors=True)
     return seconds
+
+
+def put_in_place(tmp: Path, target: Path, stamp: dict[str, Any]) -> None:
+    """A finished build in ``tmp`` becomes ``target``, its stamp (with the build time)
+    written first, so a half-written build is never taken for a cached one."""
+    stamp = {**stamp, "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    (tmp / ".stamp.json").write_text(json.dumps(stamp, indent=2) + "\n")
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
 
 
 def _link_reporter(tool: GoTool, tmp: Path, progress: Progress) -> Callable[[], None]:

@@ -16,6 +16,7 @@ from typing import Any
 from sandcheck.catalog import Runtime
 from sandcheck.errors import ComponentError, UserError
 from sandcheck.progress import Progress
+from sandcheck.provision import cargobuild
 from sandcheck.provision.apt import apt_install, apt_unpack
 from sandcheck.provision.command import STDERR
 from sandcheck.provision.gobuild import build
@@ -35,6 +36,7 @@ from sandcheck.provision.paths import (
     which,
 )
 from sandcheck.provision.pins import BUSYBOX_PACKAGE
+from sandcheck.provision.preconditions import try_precondition
 from sandcheck.provision.tools import (
     CONTAINERD2,
     CONTAINERD17,
@@ -46,6 +48,8 @@ from sandcheck.provision.tools import (
     KIND,
     KWOK,
     REGISTRY,
+    YOUKI,
+    CargoTool,
 )
 from sandcheck.provision.versions import versions
 
@@ -67,6 +71,9 @@ KIND_PACKAGES = ("debootstrap", "docker.io")
 
 SHIM_OOM_NOTE = ("containerd-shim-runsc-v1 is built to tolerate a refused oom_score_adj "
                  "write (this host's root lacks CAP_SYS_RESOURCE)")
+
+CARGO_TOOLS: dict[str, CargoTool] = {YOUKI.name: YOUKI}
+"""The crates.io builds a catalog entry may name (``cargo_build``)."""
 
 
 @dataclass
@@ -114,7 +121,11 @@ def provision(
     ``shim_oom_tolerant`` (default: when this process lacks CAP_SYS_RESOURCE). With crun on
     a hybrid-cgroup host, ``prepare_cgroups`` moves cgroup2's controllers to v1 hierarchies
     and reports that in ``host_changes``. A runtime sandcheck cannot provision is reported
-    unavailable with the catalog's reason; it is not an error. ``kubernetes`` also builds
+    unavailable with the catalog's reason; it is not an error. A runtime with a crates.io
+    build (youki) is built with cargo once (Debian's build dependencies first); a failed
+    build reports it unavailable with why. A runtime whose host precondition fails
+    (runsc-kvm where this host's KVM cannot run gVisor) is reported unavailable with the
+    precondition's reason and evidence. ``kubernetes`` also builds
     the pinned Kubernetes server binaries and etcd. ``docker`` installs Debian's docker.io
     for the docker backend's private dockerd. ``kind`` builds kind, the Kubernetes binaries
     (kubeadm among them) and the plain kind node image (after installing debootstrap and
@@ -133,6 +144,7 @@ def provision(
     notes: list[str] = []
     if wants_gvisor:
         built.update(_gvisor(shim_oom_tolerant, notes, progress))
+    failed = _crates(runtimes, built, progress)
     if kubernetes or kind or kwok:
         built.update(build(KUBERNETES, progress))
         built.update(build(ETCD, progress))
@@ -166,6 +178,8 @@ def provision(
     extra = [d for d in (containerd17_path_dir(),) if containerd17]
     for rt in runtimes:
         result.runtimes[rt.name] = entry = _runtime_entry(rt, extra, notes)
+        if rt.name in failed and not entry["available"]:
+            entry["reason"] = f"{entry['reason']}: {failed[rt.name]}"
         if not entry["available"]:
             progress(f"{rt.name} unavailable: {entry['reason']}")
     if prepare_cgroups and any("crun" in rt.binaries for rt in runtimes):
@@ -193,13 +207,41 @@ def _gvisor(shim_oom_tolerant: bool | None, notes: list[str],
     return built
 
 
+def _crates(runtimes: Sequence[Runtime], built: dict[str, Path],
+            progress: Progress) -> dict[str, str]:
+    """The crates.io builds ``runtimes`` name, into ``built``; returns runtime -> why its
+    build failed (no cargo, an old Rust, a failed compile: the runtime is reported
+    unavailable with that, the rest of provisioning goes on)."""
+    failed: dict[str, str] = {}
+    for rt in runtimes:
+        if rt.cargo_build is None:
+            continue
+        tool = CARGO_TOOLS.get(rt.cargo_build)
+        if tool is None:
+            failed[rt.name] = f"no crates.io build named {rt.cargo_build!r}"
+            continue
+        try:
+            built.update(cargobuild.build(tool, progress))
+        except (ComponentError, UserError) as exc:
+            failed[rt.name] = f"its build failed: {str(exc).splitlines()[0]}"
+            progress(f"{rt.name}: {failed[rt.name]}")
+    return failed
+
+
 def _runtime_entry(rt: Runtime, extra: list[Path], gvisor_notes: list[str]) -> dict[str, Any]:
-    """Whether the runtime's binaries are there now, and if not why."""
+    """Whether the runtime's binaries are there now and its host precondition holds, and
+    if not why (the precondition's evidence with it)."""
     binaries = {name: which(name, extra) for name in rt.binaries or (rt.name,)}
     missing = [name for name, path in binaries.items() if path is None]
     entry: dict[str, Any] = {"available": not missing, "binaries": binaries}
+    if not missing:
+        outcome = try_precondition(rt)
+        if outcome is not None:
+            entry["precondition"] = outcome.as_dict()
+            if not outcome.holds:
+                entry.update(available=False, reason=outcome.reason)
     if missing:
-        if rt.packages or rt.go_build:
+        if rt.packages or rt.go_build or rt.cargo_build:
             entry["reason"] = f"{', '.join(missing)} not on PATH after provisioning"
         else:
             entry["reason"] = rt.unavailable or (

@@ -8,12 +8,25 @@ from __future__ import annotations
 
 GO_MIN = (1, 22)
 """The oldest Go that builds every pinned module."""
+RUST_MIN = (1, 85)
+"""The oldest Rust that builds the pinned crates (youki 0.7's libcgroups says 1.85, and
+its edition 2024 needs it): Debian 12's rustc 1.63 does not; rustup's stable does."""
 
 CRI_TOOLS_VERSION = "v1.37.0"
 GVISOR_VERSION = "v0.0.0-20260905035102-160fafc42237"
 """A pseudo-version of gVisor's go branch (the Go-buildable one)."""
 CONTAINERD17_VERSION = "v1.7.35"
 CONTAINERD2_VERSION = "v2.2.9"
+YOUKI_VERSION = "0.7.0"
+"""youki, from crates.io (not packaged for Debian 12)."""
+YOUKI_FEATURES = ("v1", "v2", "seccomp")
+"""youki has no default features. v1: on a cgroup v1 or hybrid host (this project's
+machines: /sys/fs/cgroup is a tmpfs with cgroup2 at unified/) libcgroups drives the v1
+hierarchies and nothing else; v2: a unified host (most CI runners); seccomp: the pod's
+seccomp profile (RuntimeDefault) is applied, linked against Debian's libseccomp. Not
+systemd: every backend here runs its handlers with the cgroupfs driver
+(SystemdCgroup = false, so containerd's runc shim passes no --systemd-cgroup), and youki
+uses its systemd manager only on a unified host when asked to."""
 KUBERNETES_VERSION = "v1.34.12"
 ETCD_VERSION = "v3.6.5"
 """Kubernetes 1.34 is released against etcd 3.6.5; Debian 12 ships 3.4."""

@@ -1,4 +1,5 @@
-"""What a pinned Go build is (``GoTool``), where its binaries live, and the tools built.
+"""What a pinned build is (``GoTool``, ``CargoTool``), where its binaries live, and the
+tools built.
 
 Data only: runtime code may import this to find a cached binary without importing the
 build engine (gobuild.py), which turns a ``GoTool`` into binaries.
@@ -38,8 +39,24 @@ class BuildModule:
     """Part of the cache stamp: bump when ``render`` changes, so cached binaries rebuild."""
 
 
+class CachedBuild:
+    """What every pinned build shares: its label (name and pinned version) and the cache
+    directory its binaries and stamp go to."""
+
+    name: str
+    version: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}-{self.version}"
+
+    def target(self) -> Path:
+        """The cache directory that holds this build's binaries and stamp."""
+        return cache_dir() / "bin" / self.label
+
+
 @dataclass(frozen=True)
-class GoTool:
+class GoTool(CachedBuild):
     """Go programs of one pinned module. Every field but ``build_module.render`` is part of
     the cache stamp: changing one rebuilds the tool."""
 
@@ -65,14 +82,6 @@ class GoTool:
     """The programs are packages' tests (``go test -c``: critest is cri-tools' e2e suite
     compiled as one test binary); built inside a copy of the module, as ``go test`` cannot
     take ``PKG@VERSION``."""
-
-    @property
-    def label(self) -> str:
-        return f"{self.name}-{self.version}"
-
-    def target(self) -> Path:
-        """The cache directory that holds this build's binaries and stamp."""
-        return cache_dir() / "bin" / self.label
 
     def binaries(self) -> dict[str, Path]:
         """Link name -> where the build puts that binary (built or not)."""
@@ -202,4 +211,38 @@ GINKGO = GoTool(
     module="github.com/onsi/ginkgo/v2",
     version=pins.GINKGO_VERSION,
     packages={"ginkgo": "github.com/onsi/ginkgo/v2/ginkgo"},
+)
+
+
+@dataclass(frozen=True)
+class CargoTool(CachedBuild):
+    """A binary crate of crates.io at a pinned version, built by ``cargo install`` with the
+    lock file it was published with (sandcheck/provision/cargobuild.py). Every field is part
+    of the cache stamp: changing one rebuilds it."""
+
+    name: str
+    crate: str
+    version: str
+    executables: tuple[str, ...]
+    """The executables the crate installs (``cargo install`` puts them in ``bin/``)."""
+    features: tuple[str, ...] = ()
+    """Cargo features; the crate's default features are always off (``--no-default-features``),
+    so what is built is exactly what is named here."""
+    apt_build_deps: tuple[str, ...] = ()
+    """Debian packages the build needs (C libraries its -sys crates link, pkg-config)."""
+
+    def binaries(self) -> dict[str, Path]:
+        return {name: self.target() / name for name in self.executables}
+
+
+# youki: an OCI runtime in Rust, registered like crun through containerd's runc v2 shim
+# (BinaryName). Its seccomp support links libseccomp (libseccomp-sys finds it with
+# pkg-config); the features are explained with the pin.
+YOUKI = CargoTool(
+    name="youki",
+    crate="youki",
+    version=pins.YOUKI_VERSION,
+    executables=("youki",),
+    features=pins.YOUKI_FEATURES,
+    apt_build_deps=("libseccomp-dev", "pkg-config"),
 )

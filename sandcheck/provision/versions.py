@@ -42,6 +42,7 @@ def versions() -> dict[str, Any]:
     out["runc"] = _of(shutil.which("runc"), r"runc version (\S+)")
     out["crun"] = _of(shutil.which("crun"), r"crun version (\S+)")
     out["runsc"] = _of(which("runsc"), r"runsc version (\S+)")
+    out["youki"] = _of(which("youki"), r"youki version:? (\S+)")
     out["crictl"] = _of(which("crictl"), r"crictl version v?(\S+)")
     out["kernel"] = platform.release()
     out["cgroup_mode"] = cgroup_mode()

@@ -17,6 +17,7 @@ from typing import Any
 from sandcheck.reports.fleetview import CSS as FLEET_CSS
 from sandcheck.reports.fleetview import EVIDENCE_PER_CHECK, groups, short
 from sandcheck.reports.matrix import FLEET_CELLS, matrix_html, verdicts
+from sandcheck.reports.pick import pick_html
 from sandcheck.reports.plots import (
     PLOT_FIRST,
     PLOT_MIN_SAMPLES,
@@ -92,6 +93,7 @@ details>summary{cursor:pointer;padding:2px 0}
  padding:7px 12px;margin:6px 0;font-size:15px}
 #verdict .v-failed{border-left-color:#9b1c1c}#verdict .v-skipped{border-left-color:#9aa3b2}
 #verdict .verdict b{display:inline-block;min-width:70px}
+#pick tr.muted td{color:#7a8293}
 #verdict .what{margin-right:14px}#verdict .cost{color:#3a4252;margin-right:14px}
 #verdict .cost:before{content:"· ";color:#9aa3b2}
 b.ok{color:#17602a}b.bad{color:#9b1c1c}
@@ -117,7 +119,7 @@ def render_html(results: Results) -> str:
         "<h1>sandcheck report</h1>",
         f'<p class="sub">generated {stamp} · {len(results.checks):,} checks · '
         f"{len(results.metrics)} metrics</p><p>{chips}</p>",
-        verdict_html(results), matrix_html(results), surface_html(results),
+        verdict_html(results), pick_html(results), matrix_html(results), surface_html(results),
         upstream_html(results),
         conformance_html(results), failures_html(results, fleet), plots_html(results),
         metrics_html(results), other_evidence_html(results, fleet),

@@ -9,6 +9,7 @@ import math
 from typing import Any
 
 from sandcheck.reports.matrix import FLEET_CELLS, matrix_markdown, verdicts
+from sandcheck.reports.pick import pick_markdown
 from sandcheck.reports.results import Results
 from sandcheck.reports.surface import surface_markdown
 from sandcheck.reports.tables import (
@@ -45,7 +46,8 @@ def render_markdown(results: Results) -> str:
     env = results.environment
     facts = [f"{k} `{md_cell(env[k], 60)}`" for k in ("backend", "backend_level", "host_kernel")
              if k in env]
-    lines += ["", *verdict_markdown(results), *matrix_markdown(results),
+    lines += ["", *verdict_markdown(results), *pick_markdown(results),
+              *matrix_markdown(results),
               *surface_markdown(results), *upstream_markdown(results),
               *md_conformance(results),
               *md_failures(results, len(verdicts(results)) > FLEET_CELLS),

@@ -23,6 +23,8 @@ REFERENCE = "runc"
 MEMORY = "pss_per_pod_bytes"
 MIB = 1024 * 1024
 BAD = ("failed", "error")
+ISOLATION_SUITES = ("isolation.", "security.")
+"""The checks of what a runtime isolates (the isolation and security suites)."""
 
 
 def check_anchor(check: Check) -> str:
@@ -43,6 +45,8 @@ class RuntimeVerdict:
     checks: list[Check] = field(default_factory=list)
     startup: Cost = field(default_factory=Cost)
     memory: Cost = field(default_factory=Cost)
+    not_runnable: str | None = None
+    """Why the backend left the runtime out (its binaries or host precondition)."""
 
     @property
     def failed(self) -> list[Check]:
@@ -68,17 +72,27 @@ class RuntimeVerdict:
         return "passed" if self.passed else "skipped"
 
     def checks_text(self) -> str:
+        if self.not_runnable is not None:
+            return f"not runnable here: {self.not_runnable}"
         if not self.checks:
             return "no checks run"
         if self.failed:
             return f"{len(self.failed):,} of {len(self.checks):,} checks failed"
         skipped = f", {self.skipped:,} skipped" if self.skipped else ""
         if self.deviations:
-            skipped += f", {self.deviations} declared deviations"
+            skipped += f", {self.deviations} declared deviation{'s' * (self.deviations != 1)}"
         counted = f"{self.passed:,} of {len(self.checks):,} checks passed{skipped}"
-        if any(c.id.startswith("isolation.") for c in self.checks):
-            return f"isolates as expected: {counted}"
-        return counted
+        if not any(c.id.startswith("isolation.") for c in self.checks):
+            return counted
+        if self.isolation_deviations:
+            return f"isolates, with declared deviations: {counted}"
+        return f"isolates as expected: {counted}"
+
+    @property
+    def isolation_deviations(self) -> list[Check]:
+        """Isolation and security checks the runtime is declared not to meet."""
+        return [c for c in self.checks
+                if c.status == "deviation" and c.id.startswith(ISOLATION_SUITES)]
 
 
 def _cost(results: Results, name: str, runtime: str) -> Cost:
@@ -93,11 +107,16 @@ def _cost(results: Results, name: str, runtime: str) -> Cost:
 
 
 def runtime_verdicts(results: Results) -> list[RuntimeVerdict]:
+    """One per runtime of the run, runc first, and one per runtime the backend left out
+    (``runtimes_not_runnable`` in the environment), saying why."""
+    left_out = results.environment.get("runtimes_not_runnable") or {}
     names = results.runtimes()
+    names += [n for n in left_out if n not in names]
     if REFERENCE in names:
         names = [REFERENCE] + [n for n in names if n != REFERENCE]
     return [RuntimeVerdict(rt, [c for c in results.checks if c.runtime == rt],
-                           _cost(results, HEADLINE, rt), _cost(results, MEMORY, rt))
+                           _cost(results, HEADLINE, rt), _cost(results, MEMORY, rt),
+                           left_out.get(rt))
             for rt in names]
 
 

@@ -7,8 +7,9 @@
     rather than wrong ones. Mapped file pages count as available, so this can read lower
     than PSS;
 (b) PSS of the host processes each pod adds (the backend's host_pids: shim, sandbox,
-    gofer; their descendants; the other processes of the pod's cgroups): shared pages
-    split among their sharers;
+    gofer, a VM's hypervisor; their descendants; the other processes of the pod's
+    cgroups): shared pages split among their sharers; the processes the catalog says run
+    the workload (gVisor's Sentry, Kata's hypervisor) must be among them;
 (c) the pod's memory cgroups (those the runtime reports for it, and those holding only
     this pod's processes): what a kubelet would account to the pod.
 Metrics are in bytes; evidence shows MiB.
@@ -23,6 +24,7 @@ from sandcheck.fixtures.idlepods import (
     DISTURBED_BYTES,
     MEMORY_METRICS,
     against_runc,
+    executor_names,
     measure_idle_pods,
 )
 from sandcheck.fixtures.plugin import results_of
@@ -86,6 +88,11 @@ def test_memory_overhead(runtime, bench, backend, perf_options, record_metric, e
              f"drop {_mib(median['drop'])}{noisy}, PSS {_mib(median['pss'])}, cgroup "
              f"{_mib(median['cgroup'])}" + (f"; {comparison}" if comparison else ""))
     bench.check_failed_starts(f"{runtime.name} idle pods", run.samples)
+    executors = executor_names(runtime)
+    lacking = run.lacking(executors)
+    assert not lacking, (f"the PSS counted for {len(lacking)} {runtime.name} pods holds no "
+                         f"{' or '.join(sorted(executors))} process, which the catalog says "
+                         f"runs the pod: its memory is left out ({lacking[:5]})")
     assert not run.left, (f"{len(run.left)} host processes of deleted {runtime.name} pods are "
                           f"still alive after {TIMEOUTS.pod_delete:.0f}s: "
                           f"{[(p, process_name(p)) for p in run.left][:10]}")

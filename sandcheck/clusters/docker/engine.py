@@ -30,6 +30,7 @@ from sandcheck.containerd.images import ProbeImage
 from sandcheck.errors import ComponentError, UserError
 from sandcheck.progress import Progress, quiet
 from sandcheck.provision.paths import path_dir, search_path
+from sandcheck.provision.preconditions import try_precondition
 from sandcheck.timeouts import TIMEOUTS
 
 DEFAULT_HOST = "unix:///var/run/docker.sock"
@@ -192,8 +193,8 @@ class Engine:
         return name
 
     def privileged_runtime(self, handler: str) -> str:
-        """The runtime a privileged container of ``handler`` runs with: runc or crun through
-        the private daemon's capability wrapper where this host cannot grant every
+        """The runtime a privileged container of ``handler`` runs with: runc, crun or youki
+        through the private daemon's capability wrapper where this host cannot grant every
         capability."""
         wrapped = self.daemon.wrapper_of(handler) if self.daemon is not None else None
         return wrapped or handler
@@ -281,6 +282,10 @@ def private_runtimes(runtimes: list[Runtime]) -> tuple[dict[str, dict], dict[str
         if exe is None:
             how = rt.unavailable or f"run `sandcheck provision --runtimes {rt.name}`"
             missing[rt.name] = f"{binary} not found: {how}"
+            continue
+        outcome = try_precondition(rt, path)
+        if outcome is not None and not outcome.holds:
+            missing[rt.name] = outcome.reason or ""
             continue
         if rt.handler == BUILTIN_RUNTIME and not runtime_args(rt):
             continue  # dockerd's own runc, found on its PATH like this one

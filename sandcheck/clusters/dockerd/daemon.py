@@ -32,7 +32,7 @@ from sandcheck.timeouts import TIMEOUTS
 
 INSTALL_HINT = "run `sandcheck provision --docker` (installs Debian's docker.io)"
 WRAPPER_RUNTIME = "sandcheck-capdrop"
-CAPABILITY_BOUND = ("runc", "crun")
+CAPABILITY_BOUND = ("runc", "crun", "youki")
 """Runtimes that refuse a container asking for a capability the host cannot grant; the
 wrapper takes it out first (runsc grants its own, in the Sentry)."""
 
@@ -109,7 +109,7 @@ class PrivateDockerd(Daemon):
 
     def wrapper_of(self, handler: str) -> str | None:
         """The wrapped runtime a privileged container of ``handler`` needs here (runc:
-        dockerd's own; a registered runc-like binary such as crun), else None."""
+        dockerd's own; a registered runc-like binary such as crun or youki), else None."""
         if not self.privileged_wrapper:
             return None
         if handler == "runc":

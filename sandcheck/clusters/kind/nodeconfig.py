@@ -5,7 +5,7 @@ kind's node config is schema 2 whatever containerd it ships, and its runc handle
 conventions every handler on that node must follow: the cgroup driver (with systemd,
 kubelet passes cgroup paths as ``slice:prefix:name``, which a handler driving cgroupfs
 misreads) and kind's base OCI spec. So a runc-type handler (crun) copies both, and runsc
-gets ``systemd-cgroup`` in its runsc.toml where the node uses systemd.
+gets ``systemd-cgroup`` in its runsc config file where the node uses systemd.
 
 Clusters this backend creates use the cgroupfs driver (kubelet and every handler, runc's
 included): crun's systemd driver talks to systemd through the system D-Bus, and kind's
@@ -59,7 +59,8 @@ def adapted(rt: Runtime, defaults: dict[str, Any]) -> Runtime:
     if rt.runtime_type == RUNSC_TYPE and systemd:
         files = {name: {**table, "runsc_config": {**table.get("runsc_config", {}),
                                                    "systemd-cgroup": "true"}}
-                 if name == "runsc.toml" else table for name, table in rt.config_files.items()}
+                 if "runsc_config" in table else table
+                 for name, table in rt.config_files.items()}
         return replace(rt, config_files=files)
     return rt
 

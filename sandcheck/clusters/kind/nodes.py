@@ -29,6 +29,7 @@ from sandcheck.clusters.kind import nodeconfig
 from sandcheck.errors import ComponentError
 from sandcheck.progress import Progress, quiet
 from sandcheck.provision.paths import which
+from sandcheck.provision.preconditions import try_precondition
 from sandcheck.timeouts import TIMEOUTS, wait_until
 
 BIN_DIR = "/usr/local/bin"
@@ -45,13 +46,17 @@ _RESOLVED = re.compile(r"^\s*(\S+) => (/\S+)", re.M)
 
 
 def host_lacks(rt: Runtime) -> str | None:
-    """Why ``rt`` cannot be put into nodes from this host (None: its binaries are here)."""
-    if rt.unavailable:
-        return rt.unavailable
+    """Why ``rt`` cannot be put into nodes from this host (None: its binaries are here and
+    its host precondition holds: the nodes share this host's kernel and /dev/kvm)."""
     absent = [name for name in rt.binaries if which(name) is None]
+    if absent and rt.unavailable:
+        return rt.unavailable
     if absent:
         return (f"{', '.join(absent)} not found on this host, so not copied into the kind "
                 f"nodes: run `sandcheck provision --runtimes {rt.name}`")
+    outcome = try_precondition(rt)
+    if outcome is not None and not outcome.holds:
+        return outcome.reason
     return None
 
 

@@ -344,6 +344,7 @@ class LocalCluster(KubeCluster):
         node_env.pop("backend", None)
         env["node"] = node_env
         env["handlers_verified"] = node_env.get("handlers_verified")
+        env["runtime_preconditions"] = node_env.get("runtime_preconditions")
         if self.runtimes:
             env["default_handler"] = self.runtimes[0].handler
             env[E2E_TEST_HANDLER] = f"configured as {self.runtimes[0].handler}"
