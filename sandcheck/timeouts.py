@@ -72,7 +72,7 @@ class Timeouts:
     """A cold Go build on two busy cores."""
     cargo_build: float = 3600.0
     """A cold ``cargo install`` of a pinned crate (youki) on two busy cores."""
-    runtime_precondition: float = 60.0
+    runtime_precondition: float = 30.0
     """One host precondition of a runtime tried for real (a gVisor sandbox booted on the
     KVM platform, ``kata-runtime check``)."""
     critest: float = 1800.0
@@ -132,6 +132,9 @@ class Timeouts:
     """Between memory readings of a sampling window."""
     memory_settle: float = 2.0
     """After idle pods started, before their memory is read: start-up allocations finish."""
+    soak_settle: float = 15.0
+    """After a soak's round, for the run's counts to stop moving (a sandbox torn down after
+    its removal returned; kubelet's own cleanup of a deleted pod)."""
     kubelet_reaction: float = 2.0
     """A window in which kubelet would react wrongly (a check that nothing happens)."""
     journal_sync: float = 1.0

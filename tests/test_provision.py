@@ -394,6 +394,7 @@ class Steps:
         self.cgroups = 0
         monkeypatch.setattr(install, "apt_install", lambda pkgs, progress: self.apt.extend(pkgs))
         monkeypatch.setattr(install, "build", self.build)
+        monkeypatch.setattr(install.cargobuild, "build", self.build_crate)
         monkeypatch.setattr(install, "install_links", lambda b, d=None, progress=None: dict(b))
         monkeypatch.setattr(install, "which", lambda name, extra=(): (
             f"/usr/bin/{name}" if name in on_path else None))
@@ -403,6 +404,10 @@ class Steps:
     def build(self, tool, progress):
         self.built.append(tool.name)
         return {link: Path("/built") / link for link in tool.packages}
+
+    def build_crate(self, tool, progress):
+        self.built.append(tool.name)
+        return {name: Path("/built") / name for name in tool.executables}
 
     def prepare(self, progress):
         self.cgroups += 1
@@ -428,7 +433,7 @@ def test_provision_reads_packages_of_a_user_catalog(cache, monkeypatch, tmp_path
     rt = Catalog.load(tmp_path / "extra.toml").get("youki")
     steps = Steps(monkeypatch)
     install.provision([rt], containerd2=False, progress=lambda _: None)
-    assert "youki" in steps.apt
+    assert "youki" in steps.apt and "youki" in steps.built  # the packages, and the crate
 
 
 def test_provision_builds_gvisor_and_containerd17_for_runsc(cache, monkeypatch):

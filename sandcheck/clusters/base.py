@@ -20,6 +20,7 @@ from typing import Any, Protocol, runtime_checkable
 from sandcheck.catalog import Runtime
 from sandcheck.containerd.images import ProbeImage
 from sandcheck.errors import ComponentError
+from sandcheck.host.footprint import Footprint
 from sandcheck.progress import Progress, quiet
 from sandcheck.timeouts import TIMEOUTS
 
@@ -60,8 +61,13 @@ class Capability(enum.Enum):
     NODE_IMAGES = ("images built here imported into the cluster nodes' containerd, and their "
                    "pulls routed to a registry on this machine",
                    "--backend local, or --backend kind on a cluster the run creates")
+    RUN_FOOTPRINT = ("the run's own daemons, cgroups, mounts and network namespaces on this "
+                     "machine, for a soak to count", "--backend node or local")
     SIMULATED_NODES = ("simulated nodes whose pods replay what real cells on this machine "
-                       "printed (recording_node, serve_logs)", "--backend kwok")
+                       "printed (recording_node, serve_logs, default_node_selector)",
+                       "--backend kwok")
+    CONTROL_PLANE_PROCESSES = ("a control plane whose processes run on this machine (their "
+                               "memory: component_memory)", "--backend local or kwok")
 
     @property
     def gives(self) -> str:
@@ -222,6 +228,29 @@ class CriDirectBackend(Backend, Protocol):
         ...
 
 
+class FootprintBackend(Backend, Protocol):
+    """RUN_FOOTPRINT: a backend that says where its run's resources are on this host."""
+
+    def footprint(self) -> Footprint:
+        """The daemons pods pass through and the run's cgroups, mounts, netns, IPAM and
+        bridge (sandcheck/host/footprint.py reads them)."""
+        ...
+
+
+class ControlPlaneBackend(Backend, Protocol):
+    """CONTROL_PLANE_PROCESSES: a backend that ran its control plane on this machine."""
+
+    def component_memory(self) -> dict[str, dict[str, int]]:
+        """Component -> its resident memory now and at its peak, in bytes."""
+        ...
+
+
+class SimulatedNodesBackend(Backend, Protocol):
+    """SIMULATED_NODES: a fleet's "all" is the simulated nodes this selector selects."""
+
+    default_node_selector: str
+
+
 class ImageNodeBackend(Backend, Protocol):
     """NODE_IMAGES: a Kubernetes backend whose nodes' containerd takes the suite's images."""
 
@@ -376,4 +405,8 @@ class KubernetesBackend(Backend, Protocol):
     def nodes_lacking(self, handler: str) -> list[str]:
         """Nodes the backend knows to lack ``handler`` while others have it (kind with
         workers); empty when every node has it or the backend cannot tell."""
+        ...
+
+    def node_pod_room(self, node: str) -> tuple[int, int]:
+        """(the node's allocatable pods, pods bound to it that have not ended)."""
         ...

@@ -335,6 +335,16 @@ class KubeCluster(KubeNamespace, KubeRuntimeClasses):
         """Unknown on a cluster whose nodes this backend did not set up."""
         return []
 
+    def node_pod_room(self, node: str) -> tuple[int, int]:
+        """(pods the node's kubelet admits: its allocatable ``pods``, pods bound to it that
+        have not ended, of any namespace)."""
+        allocatable = self.core.read_node(node, _request_timeout=TIMEOUTS.api_call
+                                          ).status.allocatable or {}
+        bound = self.core.list_pod_for_all_namespaces(
+            field_selector=f"spec.nodeName={node},status.phase!=Succeeded,status.phase!=Failed",
+            _request_timeout=TIMEOUTS.api_call).items
+        return int(allocatable.get("pods", 0)), len(bound)
+
     def handler_check(self, timeout: float = TIMEOUTS.pod_start) -> dict[str, str]:
         """Start one pod per selected runtime class; handler -> problem for those that fail."""
         problems: dict[str, str] = {}

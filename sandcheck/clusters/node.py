@@ -34,7 +34,7 @@ from sandcheck.clusters.base import (
     unique_name,
 )
 from sandcheck.clusters.nodebinaries import absent_binaries, binary_builds, default_containerd
-from sandcheck.clusters.nodenet import remove_network, write_cni_config
+from sandcheck.clusters.nodenet import IPAM_DIR, bridge_name, remove_network, write_cni_config
 from sandcheck.clusters.podconfig import container_config, sandbox_config
 from sandcheck.containerd import config as cc
 from sandcheck.containerd import hosts
@@ -50,6 +50,7 @@ from sandcheck.host import proc as hostproc
 from sandcheck.host import runcgroups
 from sandcheck.host.cgroups import cgroup_mode
 from sandcheck.host.files import read_or_empty
+from sandcheck.host.footprint import Footprint
 from sandcheck.host.workdir import WORK_BASE, claim, delete_tree, run_id_of
 from sandcheck.oci.distribution import LoopbackRegistry
 from sandcheck.progress import Progress, quiet
@@ -120,7 +121,7 @@ class NodeBackend:
     level = "CRI"
     capabilities = frozenset({Capability.HOST_PROCESSES, Capability.CRI_INSPECT,
                               Capability.NODE_CGROUPS, Capability.CRI_DIRECT,
-                              Capability.NODE_IS_HOST})
+                              Capability.NODE_IS_HOST, Capability.RUN_FOOTPRINT})
 
     def __init__(self, runtimes: list[Runtime], run_id: str, image: ProbeImage | None,
                  containerd: str | None = None, keep: bool = False,
@@ -332,14 +333,15 @@ class NodeBackend:
         return pod
 
     def delete_pod(self, pod: NodePod) -> None:
-        """Over CRI; with containerd dead, by killing the pod's cgroup (its state goes
-        with the run's)."""
+        """Over CRI (with containerd dead, its processes killed: its state goes with the
+        run's); then the pod's cgroup goes, as kubelet removes the pod cgroups it made: the
+        runtime removes only the sandbox's and containers' cgroups below it, so without
+        this every pod left one cgroup per hierarchy (a soak found it)."""
         if pod.pod_id is None or self.daemon is None:
             return
         if self.daemon.alive():
             self._remove_sandbox(pod.pod_id)
-        else:
-            runcgroups.release(self.pod_cgroup(pod.name))
+        runcgroups.release(self.pod_cgroup(pod.name))
         pod.pod_id = pod.container_id = None
 
     def pod_cgroup(self, name: str) -> str:
@@ -358,6 +360,14 @@ class NodeBackend:
         if pod.pod_id is None:
             return []
         return sandbox_pids(self.daemon, pod.pod_id)
+
+    def footprint(self) -> Footprint:
+        """containerd, the run's cgroup tree (containerd, its shims, the pods), the work
+        dir's mounts, and the netns, IPAM and bridge its CNI config names."""
+        pid = self.daemon.proc.pid if self.daemon is not None and self.daemon.proc else None
+        return Footprint(daemons={"containerd": pid} if pid else {}, cgroups=(self.cgroup,),
+                         mount_prefixes=(str(self.workdir),),
+                         ipam_dir=str(self.workdir / IPAM_DIR), bridge=bridge_name(self.run_id))
 
     # -- teardown ------------------------------------------------------------------------
 

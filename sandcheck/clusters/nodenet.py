@@ -14,6 +14,8 @@ from sandcheck.host.hostports import idle_chains_removed
 from sandcheck.timeouts import TIMEOUTS
 
 CNI_BIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
+IPAM_DIR = "cni-ipam"
+"""host-local IPAM's data dir in the run's work dir: a file per leased address."""
 
 
 def cni_bin_dir() -> str:
@@ -27,6 +29,11 @@ def cni_bin_dir() -> str:
 def bridge_name(run_id: str) -> str:
     """A per-run bridge (IFNAMSIZ is 16), so parallel runs never share one."""
     return "sc" + hashlib.sha256(run_id.encode()).hexdigest()[:10]
+
+
+POD_ADDRESSES = 253
+"""Pods a run's /24 holds at once: host-local leases every address but the network's, the
+bridge's (the gateway) and the broadcast."""
 
 
 def pod_subnet(run_id: str) -> str:
@@ -46,7 +53,7 @@ def write_cni_config(workdir: Path, run_id: str) -> None:
             {"type": "bridge", "bridge": bridge_name(run_id), "isGateway": True,
              "ipMasq": False, "hairpinMode": True,
              "ipam": {"type": "host-local", "ranges": [[{"subnet": pod_subnet(run_id)}]],
-                      "dataDir": str(workdir / "cni-ipam")}},
+                      "dataDir": str(workdir / IPAM_DIR)}},
             # A pod's hostPort mappings (kubelet's and critest's), 127.0.0.1 included;
             # a pod without mappings gets no rule. Its chains go at stop().
             {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True},

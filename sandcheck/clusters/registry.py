@@ -69,6 +69,9 @@ class BackendEntry:
 
 _CONTAINERD = Option("--containerd", "containerd binary for the node and local backends "
                      "(default: the one `sandcheck provision` built, else PATH's)")
+MAX_PODS = Option("--max-pods", "local backend: kubelet's maxPods, the pods its node admits "
+                  "(default 250, room for the density benchmark; kubelet's own is 110; at "
+                  "most 253, the node's /24 pod network)", {"type": int, "default": None})
 
 BACKENDS: dict[str, BackendEntry] = {e.name: e for e in (
     BackendEntry(
@@ -76,7 +79,7 @@ BACKENDS: dict[str, BackendEntry] = {e.name: e for e in (
         summary="a single-node Kubernetes cluster of real components (etcd, kube-apiserver, "
                 "controller-manager, scheduler, kubelet) on the node backend's containerd",
         factory="local.cluster:open_backend",
-        options=(_CONTAINERD,),
+        options=(_CONTAINERD, MAX_PODS),
         available="local.binaries:unavailable",
         leftovers="local.leftovers:remove_leftovers",
         workdir_prefix="local",

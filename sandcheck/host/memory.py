@@ -164,14 +164,22 @@ def boot_clock() -> float:
     return time.clock_gettime(time.CLOCK_BOOTTIME)
 
 
-def processes_left(pids: list[int], timeout: float) -> list[int]:
-    """Wait up to ``timeout`` for ``pids`` to exit; the ones still alive then."""
+def identities(pids: list[int]) -> dict[int, float | None]:
+    """Each pid with its start time: what tells the process from a later one given the
+    same pid (a node that started hundreds of processes since reuses pids)."""
+    return {pid: started_at(pid) for pid in pids}
+
+
+def processes_left(born: dict[int, float | None], timeout: float) -> list[int]:
+    """Wait up to ``timeout`` for the processes ``born`` names (``identities``, taken while
+    they ran) to exit; the ones still alive then, a reused pid not counted."""
     def living() -> list[int]:
-        return [p for p in pids if Path(f"/proc/{p}").exists()]
+        return [p for p, start in born.items()
+                if Path(f"/proc/{p}").exists() and started_at(p) == start]
 
     try:
         wait_until(lambda: True if not living() else None, timeout,
-                   f"pids {pids[:10]} to exit", interval=TIMEOUTS.exit_poll)
+                   f"pids {list(born)[:10]} to exit", interval=TIMEOUTS.exit_poll)
     except WaitTimeout:
         pass
     return living()

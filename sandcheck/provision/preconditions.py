@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -33,6 +34,8 @@ from sandcheck.host.workdir import WORK_BASE, claim, delete_tree
 from sandcheck.provision.paths import search_path
 from sandcheck.timeouts import TIMEOUTS, WaitTimeout, wait_until
 
+_GLOG_HEADER = re.compile(r"^[DIWEF]\d{4} [\d:.]+\s+\d+ ")
+"""The level, date, time and thread of a runsc log line (glog's header)."""
 OUTPUT_TAIL = 30
 """Lines of a probe's output kept as evidence."""
 PROBE_BACKEND = "precondition"
@@ -87,6 +90,10 @@ def boot_reason(boot: dict[str, Any]) -> str | None:
     if boot.get("error"):
         at = f" ({boot['at']})" if boot.get("at") else ""
         return f"runsc cannot start a sandbox on the KVM platform here: {boot['error']}{at}"
+    if boot.get("exit_code") is None and boot.get("last_boot_line"):
+        return (f"runsc's sandbox on the KVM platform did not finish `true` within "
+                f"{boot.get('seconds', 0):.0f}s here (killed); the last line its kernel "
+                f"logged: {boot['last_boot_line']}")
     text = boot.get("output", "")
     last = next((ln for ln in reversed(text.strip().splitlines()) if ln.strip()), "no output")
     return (f"runsc cannot start a sandbox on the KVM platform here: exit "
@@ -176,6 +183,12 @@ def _sandbox_failure(logs: Path, cgroup: str) -> dict[str, str]:
         wait_until(settled, TIMEOUTS.kill_grace, "the KVM probe's sandbox to write its logs",
                    interval=TIMEOUTS.ready_poll)
     seen.pop("sizes", None)
+    if "error" not in seen:  # no panic: a sandbox that hung says where it stopped
+        boot_log = next((p for p in sorted(logs.glob("*.boot.txt")) if p.is_file()), None)
+        lines = boot_log.read_text(errors="replace").strip().splitlines() if boot_log else []
+        if lines:
+            seen.update(last_boot_line=_GLOG_HEADER.sub("", lines[-1].strip()),
+                        excerpt="\n".join(lines[-12:]))
     return seen
 
 

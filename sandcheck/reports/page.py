@@ -14,6 +14,7 @@ import shlex
 from datetime import datetime, timezone
 from typing import Any
 
+from sandcheck.reports.densityview import density_html
 from sandcheck.reports.fleetview import CSS as FLEET_CSS
 from sandcheck.reports.fleetview import EVIDENCE_PER_CHECK, groups, short
 from sandcheck.reports.matrix import FLEET_CELLS, matrix_html, verdicts
@@ -26,6 +27,7 @@ from sandcheck.reports.plots import (
     seconds_plot,
 )
 from sandcheck.reports.results import Check, Results
+from sandcheck.reports.soakview import soak_html
 from sandcheck.reports.surface import surface_html
 from sandcheck.reports.tables import (
     NO_RUNTIME,
@@ -121,7 +123,9 @@ def render_html(results: Results) -> str:
         f"{len(results.metrics)} metrics</p><p>{chips}</p>",
         verdict_html(results), pick_html(results), matrix_html(results), surface_html(results),
         upstream_html(results),
-        conformance_html(results), failures_html(results, fleet), plots_html(results),
+        conformance_html(results), failures_html(results, fleet), density_html(results),
+        plots_html(results),
+        soak_html(results),
         metrics_html(results), other_evidence_html(results, fleet),
         "<details class=env-all><summary><h2>Environment</h2></summary>",
         env_table(results.environment), "</details>", "</main></body></html>",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sandcheck.reports.densityview import write_png
 from sandcheck.reports.page import render_html
 from sandcheck.reports.results import Results
 from sandcheck.reports.summary import render_markdown
@@ -22,4 +23,4 @@ def write_reports(results: Results, report_dir: Path) -> list[Path]:
     html_path.write_text(render_html(results), encoding="utf-8")
     md_path = report_dir / "summary.md"
     md_path.write_text(render_markdown(results), encoding="utf-8")
-    return [json_path, html_path, md_path]
+    return [json_path, html_path, md_path, *write_png(results, report_dir)]

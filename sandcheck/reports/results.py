@@ -14,6 +14,9 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 1
+SERIES_LABELS = ("step",)
+"""Labels that tell apart metrics of one name and runtime (a benchmark's steps of pods per
+node): part of a metric's key, so lookups, ratios and the baseline keep each step apart."""
 STATUSES = ("passed", "failed", "skipped", "error", "deviation")
 """``deviation``: an upstream spec the runtime declares (with a source) it does not meet."""
 
@@ -74,7 +77,9 @@ class Metric:
         return summarize(self.samples)
 
     def key(self) -> tuple[str, str]:
-        return (self.name, self.runtime)
+        """(name, runtime); a series label joins the name: ``density_start_seconds[step=30]``."""
+        series = ",".join(f"{k}={self.labels[k]}" for k in SERIES_LABELS if k in self.labels)
+        return (f"{self.name}[{series}]" if series else self.name, self.runtime)
 
 
 @dataclass

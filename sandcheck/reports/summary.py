@@ -8,9 +8,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from sandcheck.reports.densityview import density_markdown
 from sandcheck.reports.matrix import FLEET_CELLS, matrix_markdown, verdicts
 from sandcheck.reports.pick import pick_markdown
 from sandcheck.reports.results import Results
+from sandcheck.reports.soakview import soak_markdown
 from sandcheck.reports.surface import surface_markdown
 from sandcheck.reports.tables import (
     NO_RUNTIME,
@@ -51,7 +53,8 @@ def render_markdown(results: Results) -> str:
               *surface_markdown(results), *upstream_markdown(results),
               *md_conformance(results),
               *md_failures(results, len(verdicts(results)) > FLEET_CELLS),
-              *md_metrics(results)]
+              *density_markdown(results),
+              *md_metrics(results), *soak_markdown(results)]
     if facts:
         lines += ["## Environment", "", " · ".join(facts), "",
                   "(the whole environment is in results.json and report.html)"]

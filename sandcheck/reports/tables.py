@@ -18,7 +18,7 @@ REFERENCE = "runc"
 
 def spread_vs_reference(results: Results, metric: Metric) -> str:
     """The median ratio to runc's with its bootstrap interval, or that it is within noise."""
-    ref = results.metric(metric.name, REFERENCE)
+    ref = results.metric(metric.key()[0], REFERENCE)
     if metric.runtime == REFERENCE:
         return "reference"
     if ref is None:

@@ -11,6 +11,7 @@ from sandcheck.fixtures.bench import Bench
 from sandcheck.fixtures.perfoptions import PerfOptions, refuse_bad_run
 from sandcheck.fixtures.plugin import progress_of
 from sandcheck.fixtures.pods import require_runtime
+from sandcheck.fixtures.soakplan import SoakPlan, plan_from
 from sandcheck.host.workdir import concurrent_runs
 from sandcheck.progress import Progress
 
@@ -19,6 +20,12 @@ _WARNED_KEY = pytest.StashKey[set]()
 
 def pytest_configure(config: pytest.Config) -> None:
     refuse_bad_run(config)
+    plan_from(config)  # a bad --soak ends the run here
+
+
+@pytest.fixture(scope="session")
+def soak_plan(request: pytest.FixtureRequest) -> SoakPlan | None:
+    return plan_from(request.config)
 
 
 @pytest.fixture(scope="session")

@@ -24,12 +24,12 @@ from sandcheck.fixtures.idlepods import (
     DISTURBED_BYTES,
     MEMORY_METRICS,
     against_runc,
-    executor_names,
+    judge_idle_pods,
     measure_idle_pods,
 )
 from sandcheck.fixtures.plugin import results_of
 from sandcheck.fixtures.pods import require
-from sandcheck.host.memory import MIB, READ_WINDOW, process_name
+from sandcheck.host.memory import MIB, READ_WINDOW
 from sandcheck.reports.results import Metric
 
 
@@ -73,12 +73,6 @@ def test_memory_overhead(runtime, bench, backend, perf_options, record_metric, e
     evidence.add(f"{runtime.name}: host processes (PSS) and memory cgroups of each pod "
                  f"(median {_mib(median['pss'])} and {_mib(median['cgroup'])})",
                  [{"pod": name, **m.evidence()} for name, m in run.measured])
-    if run.left:
-        evidence.add("processes still alive after the pods were deleted",
-                     [(p, process_name(p)) for p in run.left])
-    for s in run.samples:
-        if not s.ok:
-            evidence.add("failed start", s.detail or s.error)
 
     comparison = against_runc(results_of(request.config), runtime.name, median)
     if comparison:
@@ -87,12 +81,4 @@ def test_memory_overhead(runtime, bench, backend, perf_options, record_metric, e
     progress(f"memory {runtime.name}: {len(run.ok)}/{count} idle pods, per pod: MemAvailable "
              f"drop {_mib(median['drop'])}{noisy}, PSS {_mib(median['pss'])}, cgroup "
              f"{_mib(median['cgroup'])}" + (f"; {comparison}" if comparison else ""))
-    bench.check_failed_starts(f"{runtime.name} idle pods", run.samples)
-    executors = executor_names(runtime)
-    lacking = run.lacking(executors)
-    assert not lacking, (f"the PSS counted for {len(lacking)} {runtime.name} pods holds no "
-                         f"{' or '.join(sorted(executors))} process, which the catalog says "
-                         f"runs the pod: its memory is left out ({lacking[:5]})")
-    assert not run.left, (f"{len(run.left)} host processes of deleted {runtime.name} pods are "
-                          f"still alive after {TIMEOUTS.pod_delete:.0f}s: "
-                          f"{[(p, process_name(p)) for p in run.left][:10]}")
+    judge_idle_pods(bench, runtime, evidence, "idle pods", run.samples, run.measured, run.left)

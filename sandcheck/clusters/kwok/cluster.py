@@ -62,7 +62,8 @@ DEFAULT_NODES = 10
 class KwokCluster(LocalCluster):
     name = "kwok"
     step_label = "kwok cluster"
-    capabilities = frozenset({Capability.KUBERNETES_API, Capability.SIMULATED_NODES})
+    capabilities = frozenset({Capability.KUBERNETES_API, Capability.SIMULATED_NODES,
+                              Capability.CONTROL_PLANE_PROCESSES})
     default_node_selector = SIMULATED_SELECTOR
     """The nodes a certification checks unless told otherwise: the simulated ones."""
     recording_node = NODE_NAME

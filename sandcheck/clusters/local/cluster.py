@@ -19,6 +19,7 @@ import os
 import platform
 import ssl
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ from sandcheck.clusters.local.kubelet import (
     hosts_file,
     in_mount_namespace,
     kubelet_config,
+    max_pods_checked,
     sysctl_binds,
 )
 from sandcheck.clusters.local.leftovers import CONTAINER_LOGS_DIR, remove_leftovers
@@ -51,6 +53,8 @@ from sandcheck.host import proc as hostproc
 from sandcheck.host import runcgroups
 from sandcheck.host.cgroups import make_subtree
 from sandcheck.host.daemon import LOG_TAIL
+from sandcheck.host.footprint import Footprint
+from sandcheck.host.memory import process_name
 from sandcheck.host.workdir import WORK_BASE, claim, delete_tree
 from sandcheck.progress import Progress, quiet
 from sandcheck.provision.paths import search_path
@@ -76,16 +80,19 @@ class LocalCluster(KubeCluster):
     # not seen before"), so a crictl loop here measures kubelet, not the runtime.
     capabilities = frozenset({Capability.KUBERNETES_API, Capability.HOST_PROCESSES,
                               Capability.CRI_INSPECT, Capability.NODE_CGROUPS,
-                              Capability.NODE_IS_HOST, Capability.NODE_IMAGES})
+                              Capability.NODE_IS_HOST, Capability.NODE_IMAGES,
+                              Capability.RUN_FOOTPRINT, Capability.CONTROL_PLANE_PROCESSES})
     stop_order = STOP_ORDER
 
     def __init__(self, runtimes: list[Runtime], run_id: str, image: ProbeImage | None,
                  containerd: str | None = None, keep: bool = False,
-                 progress: Progress = quiet):
-        """Nothing is made or started here; a bad ``containerd`` raises UserError."""
+                 progress: Progress = quiet, max_pods: int | None = None):
+        """Nothing is made or started here; a bad ``containerd`` or ``max_pods`` (kubelet's
+        maxPods, --max-pods) raises UserError."""
         super().__init__(runtimes, run_id, image_ref=image.alias if image else PROBE_IMAGE,
                          progress=progress)
         self.keep = keep
+        self.max_pods = max_pods_checked(max_pods)
         self.node = NodeBackend(runtimes, run_id, image, containerd=containerd, keep=keep,
                                 progress=progress, default_alias=E2E_TEST_HANDLER)
         self.workdir = WORK_BASE / f"local-{run_id}"
@@ -252,8 +259,8 @@ class LocalCluster(KubeCluster):
             ca=pki.path("ca", "crt"), cert=pki.path("kubelet-serving", "crt"),
             key=pki.path("kubelet-serving", "key"), cgroup_root=self.cgroup_root,
             resolv_conf=resolv, pod_logs=self.workdir / "pod-logs",
-            plugins=self.workdir / "volume-plugins", endpoint=self.node.daemon.endpoint),
-            sort_keys=False))
+            plugins=self.workdir / "volume-plugins", endpoint=self.node.daemon.endpoint,
+            max_pods=self.max_pods), sort_keys=False))
         # Only /proc is made private in kubelet's namespace: its root dir stays a peer of
         # the host's (see above).
         self._component("kubelet", in_mount_namespace(fakes, "/proc", [
@@ -325,6 +332,16 @@ class LocalCluster(KubeCluster):
         if self.node.daemon is not None:
             logs["containerd"] = self.node.daemon.log_tail(LOG_TAIL)
         return logs
+
+    def footprint(self) -> Footprint:
+        """The node's (containerd, its cgroups, mounts, IPAM, bridge) with kubelet, its
+        cgroup root (the pods' cgroups, the components) and its work dir (pod volumes)."""
+        node = self.node.footprint()
+        kubelet = next((pid for pid in runcgroups.members(f"{self.cgroup_root}/components")
+                        if process_name(pid) == "kubelet"), None)
+        return replace(node, daemons={**node.daemons, **({"kubelet": kubelet} if kubelet else {})},
+                       cgroups=(*node.cgroups, self.cgroup_root),
+                       mount_prefixes=(*node.mount_prefixes, str(self.workdir)))
 
     def environment(self) -> dict[str, Any]:
         env: dict[str, Any] = {"backend": self.name, "kubernetes": self.server_version(),
@@ -449,4 +466,4 @@ def open_backend(settings: BackendSettings) -> LocalCluster:
     """The local backend for ``settings``, not started; UserError for a bad --containerd."""
     return LocalCluster(settings.runtimes, settings.run_id, settings.image,
                         containerd=settings.options.get("containerd"), keep=settings.keep,
-                        progress=settings.progress)
+                        progress=settings.progress, max_pods=settings.options.get("max_pods"))

@@ -27,6 +27,9 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from sandcheck.clusters.nodenet import POD_ADDRESSES
+from sandcheck.errors import UserError
+
 NODE_NAME = "sandcheck-node"
 LOOPBACK = "127.0.0.1"
 
@@ -41,6 +44,22 @@ KUBELET_SYSCTLS = {
 """What kubelet wants these kernel tunables to be (pkg/kubelet/cm setupKernelTunables)."""
 
 
+DEFAULT_MAX_PODS = 250
+"""kubelet's maxPods here (its own default is 110): room for a density benchmark's steps,
+below the POD_ADDRESSES of the node's /24 pod network."""
+
+
+def max_pods_checked(value: int | None) -> int:
+    """``--max-pods`` as kubelet's maxPods; UserError outside 1..POD_ADDRESSES."""
+    if value is None:
+        return DEFAULT_MAX_PODS
+    if not 1 <= value <= POD_ADDRESSES:
+        raise UserError(f"--max-pods {value}: the local node's pod network is a /24 with "
+                        f"{POD_ADDRESSES} addresses for pods: give 1 to {POD_ADDRESSES} "
+                        f"(default {DEFAULT_MAX_PODS})")
+    return value
+
+
 def cgroup_root(run_id: str) -> str:
     """The run's cgroup root (kubelet's --cgroup-root), the same in every hierarchy."""
     return f"/sandcheck-{run_id}"
@@ -48,7 +67,7 @@ def cgroup_root(run_id: str) -> str:
 
 def kubelet_config(*, port: int, healthz_port: int, ca: Path, cert: Path, key: Path,
                    cgroup_root: str, resolv_conf: Path, pod_logs: Path, plugins: Path,
-                   endpoint: str) -> dict[str, Any]:
+                   endpoint: str, max_pods: int = DEFAULT_MAX_PODS) -> dict[str, Any]:
     """The KubeletConfiguration for this machine (pure). See the module docstring."""
     return {
         "apiVersion": "kubelet.config.k8s.io/v1beta1",
@@ -72,6 +91,7 @@ def kubelet_config(*, port: int, healthz_port: int, ca: Path, cert: Path, key: P
         "failSwapOn": False,
         "resolvConf": str(resolv_conf),
         "podPidsLimit": 4096,
+        "maxPods": max_pods,
         "podLogsDir": str(pod_logs),
         "volumePluginDir": str(plugins),
         # A busy 2-core VM must not evict test pods; no registry, so never GC images.
