@@ -72,7 +72,7 @@ class Timeouts:
     """A cold Go build on two busy cores."""
     cargo_build: float = 3600.0
     """A cold ``cargo install`` of a pinned crate (youki) on two busy cores."""
-    runtime_precondition: float = 30.0
+    runtime_precondition: float = 20.0
     """One host precondition of a runtime tried for real (a gVisor sandbox booted on the
     KVM platform, ``kata-runtime check``)."""
     critest: float = 1800.0

@@ -156,6 +156,7 @@ def assert_run_left_nothing(workdir: Path) -> None:
 
 
 @pytest.mark.integration
+@pytest.mark.full  # .ci/run's kind step certifies runc, crun and runsc on 3 nodes
 @needs_kind
 def test_cluster_with_a_worker_runs_every_handler_and_leaves_nothing(capsys):
     from sandcheck.clusters.base import PodSpec, new_run_id

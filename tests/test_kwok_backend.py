@@ -140,7 +140,8 @@ def test_the_backend_is_registered_with_its_options(catalog):
     backend = open_backend(BackendSettings(runtimes, "t1", options={"kwok_nodes": None}))
     assert isinstance(backend, KwokCluster) and len(backend.simulated) == DEFAULT_NODES
     assert backend.capabilities == frozenset({Capability.KUBERNETES_API,
-                                              Capability.SIMULATED_NODES})
+                                              Capability.SIMULATED_NODES,
+                                              Capability.CONTROL_PLANE_PROCESSES})
     assert backend.default_node_selector == "type=kwok"
     assert backend.workdir == WORK_BASE / "kwok-t1" and not backend.workdir.exists()
     with pytest.raises(UserError, match="--kwok-nodes"):
