@@ -16,7 +16,7 @@ from pathlib import Path
 from sandcheck.host import proc as hostproc
 from sandcheck.host.cgroups import cgroup_hierarchies
 from sandcheck.host.memory import process_name
-from sandcheck.host.mounts import mount_table
+from sandcheck.host.mounts import below, mount_table
 from sandcheck.host.runcgroups import members
 
 SHIM_PREFIX = "containerd-shim"
@@ -77,10 +77,6 @@ def _cgroup_dirs(relative: str) -> int:
     return total
 
 
-def _below(point: str, prefix: str) -> bool:
-    return point == prefix or point.startswith(prefix.rstrip("/") + "/")
-
-
 def read(footprint: Footprint) -> dict[str, float]:
     """The footprint now, one number per resource: ``<daemon>_rss_bytes``, ``<daemon>_fds``,
     ``<daemon>_threads``; ``shim_processes``, ``shim_rss_bytes``, ``shim_fds``; ``processes``
@@ -102,7 +98,7 @@ def read(footprint: Footprint) -> dict[str, float]:
     out["shim_fds"] = sum(_fds(p) or 0 for p in shims)
     out["processes"] = len(pids) - len(shims)
     mounts = [fstype for point, fstype, _ in mount_table()
-              if any(_below(point, p) for p in footprint.mount_prefixes)]
+              if any(below(point, p) for p in footprint.mount_prefixes)]
     out["mounts"] = len(mounts)
     out["netns"] = mounts.count(NETNS_FS)
     out["cgroups"] = sum(_cgroup_dirs(tree) for tree in footprint.cgroups)

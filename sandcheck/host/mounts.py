@@ -22,7 +22,8 @@ def mount_table(mountinfo: str | None = None) -> list[tuple[str, str, str]]:
     return out
 
 
-def _below(path: str, prefix: str) -> bool:
+def below(path: str, prefix: str) -> bool:
+    """Whether ``path`` is ``prefix`` or inside it."""
     return path == prefix.rstrip("/") or path.startswith(prefix.rstrip("/") + "/")
 
 
@@ -32,7 +33,7 @@ def _deepest_first(points: list[str]) -> list[str]:
 
 def mounts_under(prefix: str, mountinfo: str | None = None) -> list[str]:
     """Mount points at or below ``prefix``, deepest first."""
-    return _deepest_first([p for p, _, _ in mount_table(mountinfo) if _below(p, prefix)])
+    return _deepest_first([p for p, _, _ in mount_table(mountinfo) if below(p, prefix)])
 
 
 OVERLAY_DIRS = ("lowerdir", "upperdir", "workdir")
@@ -54,8 +55,8 @@ def mounts_of(prefix: str, mountinfo: str | None = None) -> list[str]:
     sits elsewhere), deepest first."""
     return _deepest_first([
         point for point, fstype, options in mount_table(mountinfo)
-        if _below(point, prefix) or (fstype == "overlay" and any(
-            _below(d, prefix) for d in overlay_dirs(options)))])
+        if below(point, prefix) or (fstype == "overlay" and any(
+            below(d, prefix) for d in overlay_dirs(options)))])
 
 
 def unmount_all(prefix: str) -> list[str]:

@@ -23,6 +23,7 @@ import statistics
 from dataclasses import dataclass
 
 from sandcheck.host.footprint import is_count, is_pool
+from sandcheck.host.memory import MIB
 
 WARMUP_SAMPLES = 2
 """Samples after the baseline left out of the fit: the first rounds fill caches (a
@@ -37,7 +38,7 @@ POOL_SHARE = 0.25
 """A pool (threads) grew when the fit predicts at least this share of its median more
 (and at least COUNT_TOLERANCE)."""
 BYTES_SHARE = 0.05
-BYTES_FLOOR = 4 * 1024 * 1024
+BYTES_FLOOR = 4 * MIB
 """Bytes grew when the fit predicts at least this share of the median, and at least this
 floor (a Go daemon's RSS moves by a few MiB with its garbage collector)."""
 
@@ -93,7 +94,7 @@ def _shown(value: float | None, unit: str, signed: bool = False) -> str:
         return "n/a"
     sign = "+" if signed else ""
     if unit == "bytes":
-        return f"{value / (1024 * 1024):{sign}.1f} MiB"
+        return f"{value / MIB:{sign}.1f} MiB"
     return f"{value:{sign}.1f}" if signed else f"{value:g}"
 
 

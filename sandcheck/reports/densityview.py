@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sandcheck.reports.plots import palette
+from sandcheck.reports.plots import palette, png
 from sandcheck.reports.results import Metric, Results, summarize
 from sandcheck.reports.spread import median_ratio, ratio_text
 from sandcheck.reports.tables import REFERENCE, runtime_columns
@@ -174,18 +173,16 @@ def figure_png(results: Results) -> bytes | None:
         ax.grid(alpha=0.3)
     start_ax.legend(fontsize=8, loc="center right")
     memory_ax.legend(fontsize=8, loc="upper center", ncol=2)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+    return png(fig)
 
 
 def write_png(results: Results, report_dir: Path) -> list[Path]:
     """density.png beside report.html, when the run has density metrics."""
-    png = figure_png(results)
-    if png is None:
+    image = figure_png(results)
+    if image is None:
         return []
     path = Path(report_dir) / PNG_NAME
-    path.write_bytes(png)
+    path.write_bytes(image)
     return [path]
 
 
@@ -199,10 +196,10 @@ def density_html(results: Results) -> str:
     body = "".join("<tr>" + "".join(
         f'<td{"" if i in (0, 11, 12, 13) else " class=num"}>{html.escape(v)}</td>'
         for i, v in enumerate(row)) + "</tr>" for row in table)
-    png = figure_png(results)
+    image = figure_png(results)
     figure = ""
-    if png:
-        src = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    if image:
+        src = "data:image/png;base64," + base64.b64encode(image).decode("ascii")
         figure = (f'<figure class="density"><img src="{src}" alt="density: start p99 and '
                   f'memory per pod against pods per node" style="max-width:100%"></figure>')
     return (f'<h2 id="density">Density</h2><p class="muted">{html.escape(NOTE)}</p>'

@@ -33,7 +33,8 @@ def _figure(rows: int):
     return fig, fig.add_subplot()
 
 
-def _png(fig) -> bytes:
+def png(fig) -> bytes:
+    """A matplotlib figure as PNG bytes."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
@@ -64,7 +65,7 @@ def seconds_plot(name: str, metrics: list[Metric], colors: dict[str, str]) -> by
     ax.set_xlim(left=0)
     ax.set_title(name, fontsize=11, loc="left")
     ax.grid(axis="x", alpha=0.3)
-    return _png(fig)
+    return png(fig)
 
 
 def bytes_plot(name: str, metrics: list[Metric], colors: dict[str, str]) -> bytes | None:
@@ -88,4 +89,4 @@ def bytes_plot(name: str, metrics: list[Metric], colors: dict[str, str]) -> byte
     ax.set_xlim(0, max(v + h for v, h in zip(p50, high, strict=True)) * 1.22 or 1)
     ax.set_title(name, fontsize=11, loc="left")
     ax.grid(axis="x", alpha=0.3)
-    return _png(fig)
+    return png(fig)

@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 from typing import Any
 
 from sandcheck.host.footprint import is_count
 from sandcheck.judges.growth import WARMUP_SAMPLES, Trend, trends
-from sandcheck.reports.plots import palette
+from sandcheck.reports.plots import palette, png
 from sandcheck.reports.results import Results
+from sandcheck.reports.values import MIB
 
-MIB = 1024 * 1024
 SOAK_CHECK = "performance.soak_leaves_nothing_behind"
 
 
@@ -93,9 +92,7 @@ def soak_plot(run: dict[str, Any], color: str) -> bytes | None:
     memory.set_title(f"{run['runtime']}: memory after each round", fontsize=10, loc="left",
                      color=color)
     counts.set_title("counts after each round (warm-up shaded)", fontsize=10, loc="left")
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
+    return png(fig)
 
 
 def _interp(x, xs: list[float], ys: list[float]):
